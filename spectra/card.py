@@ -1,0 +1,125 @@
+"""The model card (`model.json`): the schema both sides of the artifact contract agree on.
+
+A model version is a directory holding `model.onnx`, `model.json` and `references.npz`.
+Training writes the card; the service validates it against the graph before serving anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spectra.grid import Grid
+
+CARD_FILE = "model.json"
+ONNX_FILE = "model.onnx"
+REFERENCES_FILE = "references.npz"
+SCHEMA_VERSION = 1
+
+
+class CardError(ValueError):
+    """The card is missing, unreadable or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Temperature for the softmax and the rule that flags "no confident match".
+
+    A prediction is a confident match when its calibrated top-1 probability is at least
+    `min_probability` AND the query's cosine similarity to that class's reference spectrum is at
+    least `min_similarity`. Both thresholds are chosen on the validation set at export.
+    """
+
+    temperature: float = 1.0
+    min_probability: float = 0.5
+    min_similarity: float = 0.0
+
+    @property
+    def rule(self) -> str:
+        """The rejection rule in words, returned with every answer."""
+        return (
+            f"match when top-1 probability >= {self.min_probability:.3g} "
+            f"and similarity to its reference >= {self.min_similarity:.3g}"
+        )
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything a consumer needs to know about one exported model version."""
+
+    name: str
+    version: str
+    classes: list[str]
+    grid: Grid
+    created_at: str = ""
+    architecture: dict[str, Any] = field(default_factory=dict)
+    preprocessing: list[dict[str, Any]] = field(default_factory=list)
+    calibration: Calibration = field(default_factory=Calibration)
+    data: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    onnx_sha256: str = ""
+    code_version: str = ""
+    input_name: str = "spectra"
+    output_name: str = "logits"
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the grid and calibration as nested objects)."""
+        out = asdict(self)
+        out["grid"] = self.grid.to_dict()
+        return out
+
+    def save(self, directory: Path) -> Path:
+        """Write `model.json` into `directory`."""
+        path = Path(directory) / CARD_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        """Build and validate a card from parsed JSON; raises `CardError` with the reason."""
+        try:
+            card = cls(
+                **{k: v for k, v in data.items() if k not in ("grid", "calibration")},
+                grid=Grid.from_dict(data["grid"]),
+                calibration=Calibration(**data.get("calibration", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CardError(f"invalid model card: {exc!s}") from None
+        card.validate()
+        return card
+
+    @classmethod
+    def load(cls, directory: Path) -> ModelCard:
+        """Read `model.json` from a model version directory."""
+        path = Path(directory) / CARD_FILE
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CardError(f"cannot read {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise CardError(f"{path}: expected a JSON object")
+        return cls.from_dict(data)
+
+    def validate(self) -> None:
+        """Check internal consistency (not the graph: see the service's loader for that)."""
+        if not self.name or not self.version:
+            raise CardError("card has no name or version")
+        if len(self.classes) < 2:
+            raise CardError(f"card lists {len(self.classes)} classes; need at least 2")
+        if len(set(self.classes)) != len(self.classes):
+            raise CardError("card lists a class twice")
+        if not self.calibration.temperature > 0:
+            raise CardError("calibration temperature must be positive")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, streamed (model files can be hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
