@@ -87,9 +87,11 @@ class ModelCard:
                 grid=Grid.from_dict(data["grid"]),
                 calibration=Calibration(**data.get("calibration", {})),
             )
+            card.validate()  # in the try: a mistyped field ("temperature": "1") raises TypeError
+        except CardError:
+            raise
         except (KeyError, TypeError, ValueError) as exc:
             raise CardError(f"invalid model card: {exc!s}") from None
-        card.validate()
         return card
 
     @classmethod

@@ -33,7 +33,9 @@ def clean_arrays(
     _check_finite(y, "intensities", source)
     x, y = _merge_duplicates(*_ascending(x, y, source))
     if x.size < MIN_POINTS:
-        raise SpectrumError(f"only {x.size} distinct wavenumbers; at least {MIN_POINTS} needed", source)
+        raise SpectrumError(
+            f"only {x.size} distinct wavenumbers; at least {MIN_POINTS} needed", source
+        )
     return x, y
 
 

@@ -55,9 +55,7 @@ class Preprocessor:
             {"step": "minmax", "range": [0.0, 1.0], "over": "measured points"},
         ]
 
-    def prepare(
-        self, wavenumbers: Any, intensities: Any, source: str = "<input>"
-    ) -> Prepared:
+    def prepare(self, wavenumbers: Any, intensities: Any, source: str = "<input>") -> Prepared:
         """Clean, resample and normalise a spectrum measured on any axis."""
         x, y = clean_arrays(wavenumbers, intensities, source)
         res = resample(x, y, self.grid)
@@ -99,7 +97,9 @@ def _signal_warnings(y: np.ndarray) -> list[str]:
         return ["flat_signal: every intensity is the same; there is nothing to identify"]
     at_max = np.flatnonzero(y >= y.max() - 1e-9 * span)
     if at_max.size >= CLIP_RUN and _longest_run(at_max) >= CLIP_RUN:
-        return ["clipped: the maximum intensity repeats on neighbouring points (detector saturation?)"]
+        return [
+            "clipped: the maximum intensity repeats on neighbouring points (detector saturation?)"
+        ]
     return []
 
 

@@ -53,10 +53,12 @@ def parse_rruff(data: bytes | str, source: str = "<rruff>") -> Spectrum:
 def _rows_to_array(rows: list[tuple[int, str]], source: str) -> np.ndarray:
     """Fast path: one vectorised float conversion; on failure, re-parse row by row to name the
     offending line."""
-    flat = " ".join(r for _, r in rows).replace(",", " ").split()
-    if len(flat) == 2 * len(rows):
+    # A "|" between rows checks that every row holds exactly two fields: a bare token count
+    # would pair a row of three values with a row of one and misread both silently.
+    tokens = " | ".join(r for _, r in rows).replace(",", " ").split()
+    if len(tokens) == 3 * len(rows) - 1 and set(tokens[2::3]) <= {"|"}:
         try:
-            return np.array(flat, dtype=np.float64).reshape(-1, 2)
+            return np.array(tokens[0::3] + tokens[1::3], dtype=np.float64).reshape(2, -1).T.copy()
         except ValueError:
             pass
     return np.asarray([parse_pair(r, source, n) for n, r in rows], dtype=np.float64)

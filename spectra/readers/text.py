@@ -19,7 +19,9 @@ def decode(data: bytes, source: str) -> str:
         return data.decode("latin-1")
 
 
-def parse_pair(line: str, source: str, lineno: int, sep: re.Pattern[str] = _SPLIT) -> tuple[float, float]:
+def parse_pair(
+    line: str, source: str, lineno: int, sep: re.Pattern[str] = _SPLIT
+) -> tuple[float, float]:
     """Parse one "x<sep>y" row into floats, with an error naming the line otherwise."""
     fields = [f for f in sep.split(line.strip()) if f]
     if len(fields) < 2:

@@ -1,0 +1,138 @@
+"""Temperature scaling, calibration error, rejection thresholds and open-set measures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.calibration import (
+    accuracy_coverage,
+    auroc,
+    choose_rejection,
+    expected_calibration_error,
+    fit_temperature,
+    nll,
+    reliability_bins,
+)
+from training.metrics import softmax
+
+C = 10
+
+
+def synthetic(n: int, seed: int, shift: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """(z, y) with z ~ N(shift * onehot(y), I) and uniform y: the exact posterior is
+    softmax(shift * z), so logits k * shift * z are overconfident by a factor k."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, C, size=n)
+    z = rng.normal(size=(n, C)) + shift * np.eye(C)[y]
+    return shift * z, y
+
+
+def test_ece_near_zero_when_calibrated_and_large_when_overconfident() -> None:
+    logits, y = synthetic(20000, seed=1)
+    assert expected_calibration_error(softmax(logits), y) < 0.02
+    assert expected_calibration_error(softmax(3.0 * logits), y) > 0.1
+
+
+def test_fit_temperature_undoes_overconfidence() -> None:
+    logits, y = synthetic(4000, seed=2)
+    hot = 3.0 * logits
+    t = fit_temperature(hot, y)
+    assert t > 1.0
+    assert t == pytest.approx(3.0, rel=0.15)
+    assert nll(hot, y, t) < nll(hot, y, 1.0)
+    ece_before = expected_calibration_error(softmax(hot), y)
+    ece_after = expected_calibration_error(softmax(hot, t), y)
+    assert ece_after < ece_before / 3
+    assert ece_after < 0.04
+
+
+def test_fit_temperature_sharpens_underconfident_logits_and_handles_empty() -> None:
+    logits, y = synthetic(2000, seed=3)
+    assert fit_temperature(0.25 * logits, y) == pytest.approx(0.25, rel=0.15)
+    assert fit_temperature(np.zeros((0, C)), np.array([], dtype=int)) == 1.0
+    # Perfectly separable data: NLL keeps falling as T shrinks, so the lower bound is returned.
+    assert fit_temperature(np.eye(3) * 5, np.arange(3), bounds=(0.1, 10)) == pytest.approx(
+        0.1, rel=1e-3
+    )
+
+
+def test_reliability_bins_edges_and_counts() -> None:
+    probs = np.array([[0.5, 0.5], [1.0, 0.0], [0.75, 0.25], [0.3, 0.7]])
+    y = np.array([0, 0, 1, 1])
+    bins = reliability_bins(probs, y, n_bins=4)
+    assert [b["count"] for b in bins] == [0, 1, 2, 1]  # (0,.25] (.25,.5] (.5,.75] (.75,1]
+    assert bins[2]["confidence"] == pytest.approx(0.725)
+    assert bins[2]["accuracy"] == pytest.approx(0.5)
+    assert bins[0]["lo"] == 0.0 and bins[-1]["hi"] == 1.0
+    # |1-.5|*1 + |.5-.725|*2 + |1-1|*1, over 4
+    assert expected_calibration_error(probs, y, n_bins=4) == pytest.approx((0.5 + 0.45) / 4)
+    assert expected_calibration_error(np.zeros((0, 2)), np.array([], dtype=int)) == 0.0
+
+
+def _similarities(correct: np.ndarray, seed: int) -> np.ndarray:
+    """Right answers look like their reference (0.8-1); wrong ones often do not (0.3-1)."""
+    rng = np.random.default_rng(seed)
+    return np.where(
+        correct, rng.uniform(0.8, 1.0, correct.size), rng.uniform(0.3, 1.0, correct.size)
+    )
+
+
+def _accepted_accuracy(
+    probs: np.ndarray, sim: np.ndarray, y: np.ndarray, p: float, s: float
+) -> float:
+    keep = (probs.max(1) >= p) & (sim >= s)
+    return float(np.mean(probs.argmax(1)[keep] == y[keep]))
+
+
+def test_choose_rejection_reaches_target() -> None:
+    logits, y = synthetic(5000, seed=4, shift=1.5)
+    probs = softmax(logits)
+    correct = probs.argmax(1) == y
+    assert correct.mean() < 0.9  # the target is not met by accepting everything
+    sim = _similarities(correct, seed=5)
+    min_p, min_s = choose_rejection(probs, sim, y, target_accuracy=0.95)
+    assert 0.0 < min_p < 1.0
+    assert np.mean(sim[correct] >= min_s) == pytest.approx(0.99, abs=0.005)
+    assert _accepted_accuracy(probs, sim, y, min_p, min_s) >= 0.95
+    # Smallest such threshold on the 0.005 grid: one step lower misses the target.
+    assert _accepted_accuracy(probs, sim, y, min_p - 0.005, min_s) < 0.95
+    # And it generalises to fresh data from the same distribution.
+    logits2, y2 = synthetic(5000, seed=6, shift=1.5)
+    probs2 = softmax(logits2)
+    sim2 = _similarities(probs2.argmax(1) == y2, seed=7)
+    assert _accepted_accuracy(probs2, sim2, y2, min_p, min_s) > 0.93
+
+
+def test_choose_rejection_unreachable_target_and_empty_set() -> None:
+    probs = np.array([[0.6, 0.4], [0.9, 0.1], [0.95, 0.05]])
+    y = np.array([0, 1, 1])  # only the least confident one is right
+    min_p, min_s = choose_rejection(probs, np.ones(3), y, target_accuracy=0.99)
+    assert min_p == 0.0  # accuracy is highest (1/3) when everything is accepted
+    assert min_s == 1.0
+    assert choose_rejection(np.zeros((0, 2)), np.zeros(0), np.array([], dtype=int)) == (0.5, 0.0)
+
+
+def test_auroc_separated_identical_reversed() -> None:
+    assert auroc(np.array([0.9, 0.8, 0.7]), np.array([0.1, 0.2])) == 1.0
+    assert auroc(np.full(5, 0.4), np.full(3, 0.4)) == 0.5
+    assert auroc(np.array([0.1, 0.2]), np.array([0.9, 0.8, 0.7])) == 0.0
+    assert np.isnan(auroc(np.array([]), np.array([0.5])))
+
+
+def test_auroc_matches_pairwise_count_with_ties() -> None:
+    rng = np.random.default_rng(8)
+    pos, neg = rng.integers(0, 5, 40).astype(float), rng.integers(0, 4, 30).astype(float)
+    diff = pos[:, None] - neg[None, :]
+    expected = (np.sum(diff > 0) + 0.5 * np.sum(diff == 0)) / diff.size
+    assert auroc(pos, neg) == pytest.approx(expected)
+
+
+def test_accuracy_coverage_by_hand() -> None:
+    rows = accuracy_coverage(np.array([0.7, 0.9, 0.6, 0.8]), np.array([0, 1, 1, 1]), points=5)
+    assert [r["coverage"] for r in rows] == [0.25, 0.5, 0.75, 1.0]
+    assert [r["n"] for r in rows] == [1, 2, 3, 4]
+    assert [r["accuracy"] for r in rows] == pytest.approx([1.0, 1.0, 2 / 3, 0.75])
+    assert [r["threshold"] for r in rows] == [0.9, 0.8, 0.7, 0.6]
+    assert len(accuracy_coverage(np.random.default_rng(0).random(100), np.ones(100))) == 20
+    assert accuracy_coverage(np.zeros(0), np.zeros(0)) == []

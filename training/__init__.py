@@ -1,0 +1,4 @@
+"""PyTorch side: RRUFF data sets, the DRCNN, the training loop, evaluation and ONNX export.
+
+Imports `spectra`; never imports `service`.
+"""

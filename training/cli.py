@@ -1,0 +1,238 @@
+"""`python -m training` / `raman-train`: from an RRUFF zip to a validated ONNX model.
+
+raman-train dataset  --rruff RRUFF.zip --preset dataset_2 --out runs/ds2.npz
+raman-train train    --data runs/ds2.npz --out runs/drcnn [--width-div 8] [--split grouped]
+raman-train evaluate --run runs/drcnn
+raman-train export   --run runs/drcnn --store models --name rruff-minerals
+raman-train all      --rruff RRUFF.zip --preset dataset_2 --out runs/drcnn --store models ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from spectra.grid import Grid
+from training.datasets import PRESETS, SubsetRule, build_dataset
+
+
+def _dataset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--rruff",
+        type=Path,
+        required=True,
+        help="RRUFF zip (as rruff.info serves it) or folder of .txt files",
+    )
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="dataset_2",
+        help="the paper's subset rule (default: %(default)s)",
+    )
+    p.add_argument(
+        "--grid",
+        type=float,
+        nargs=3,
+        metavar=("START", "STOP", "POINTS"),
+        help="override the preset's grid (cm-1, cm-1, points)",
+    )
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", choices=["drcnn", "liu2017"], default="drcnn")
+    g.add_argument(
+        "--width-div",
+        type=int,
+        default=1,
+        help="divide every width by this (8 trains on a CPU); 1 = paper sizes",
+    )
+    g.add_argument("--depth", type=int, default=9, help="recursions D (paper: 9)")
+    g.add_argument(
+        "--recursive-supervision",
+        action="store_true",
+        help="supervise every recursion (Kim et al. 2016)",
+    )
+    g = p.add_argument_group("training (defaults: the paper's section 2.3)")
+    g.add_argument(
+        "--split",
+        choices=["random", "grouped"],
+        default="random",
+        help="random stratified 56:14:30 (paper) or grouped by RRUFF sample",
+    )
+    g.add_argument("--split-seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="initialisation and batch-order seed")
+    g.add_argument("--epochs", type=int, default=200)
+    g.add_argument("--patience", type=int, default=30)
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--lr", type=float, default=1e-4)
+    g.add_argument("--label-smoothing", type=float, default=0.0)
+    g.add_argument(
+        "--aux-weight",
+        type=float,
+        default=0.5,
+        help="weight of the per-recursion losses with --recursive-supervision",
+    )
+    g.add_argument("--augment-shift", type=float, default=0.0, help="random shift, +- grid points")
+    g.add_argument("--augment-noise", type=float, default=0.0, help="Gaussian noise sigma")
+    g.add_argument(
+        "--augment-baseline", type=float, default=0.0, help="random quadratic baseline amplitude"
+    )
+    g.add_argument(
+        "--augment-scale", type=float, default=0.0, help="random intensity scale +- fraction"
+    )
+    g.add_argument(
+        "--top-up",
+        type=int,
+        default=None,
+        help="copy training spectra of small classes up to N (Dataset_3)",
+    )
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--store", type=Path, default=Path("models"), help="model store root (default: %(default)s)"
+    )
+    p.add_argument("--name", default="rruff-minerals", help="model name (default: %(default)s)")
+    p.add_argument("--version", default=None, help="version label (default: next integer)")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser."""
+    ap = argparse.ArgumentParser(
+        prog="raman-train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("dataset", help="build a paper subset from RRUFF and print its counts")
+    _dataset_args(p)
+    p.add_argument("--out", type=Path, help="write the preprocessed data set (.npz)")
+    p = sub.add_parser("train", help="train a network on a built data set")
+    p.add_argument("--data", type=Path, required=True, help=".npz written by `dataset`")
+    p.add_argument("--out", type=Path, required=True, help="run directory")
+    _train_args(p)
+    p = sub.add_parser("evaluate", help="test metrics, confusion matrix (PNG + counts)")
+    p.add_argument("--run", type=Path, required=True)
+    p = sub.add_parser("export", help="calibrate and export a run to the model store")
+    p.add_argument("--run", type=Path, required=True)
+    _export_args(p)
+    p = sub.add_parser("all", help="dataset + train + evaluate + export in one go")
+    _dataset_args(p)
+    p.add_argument(
+        "--out", type=Path, required=True, help="run directory (the data set is written inside)"
+    )
+    _train_args(p)
+    _export_args(p)
+    return ap
+
+
+def cmd_dataset(args: argparse.Namespace) -> Path | None:
+    """Build, print counts, optionally save."""
+    rule = PRESETS[args.preset]
+    if args.grid:
+        rule = SubsetRule(
+            rule.name,
+            rule.min_per_class,
+            rule.max_per_class,
+            Grid(args.grid[0], args.grid[1], int(args.grid[2])),
+            rule.top_up_to,
+        )
+    ds, report = build_dataset(args.rruff, rule)
+    ds.info["source"] = str(args.rruff)
+    print(
+        json.dumps(
+            {
+                "subset": rule.name,
+                "grid": rule.grid.to_dict(),
+                "counts": ds.info["counts"],
+                "files": report.to_dict(),
+            },
+            indent=2,
+        )
+    )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        ds.save(args.out)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return args.out
+
+
+def _spec(args: argparse.Namespace, data: Path):
+    from training.pipeline import RunSpec
+
+    model = {"width_div": args.width_div}
+    if args.arch == "drcnn":
+        model.update(depth=args.depth, recursive_supervision=args.recursive_supervision)
+    train = {
+        "epochs": args.epochs,
+        "patience": args.patience,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "device": args.device,
+        "progress": not args.no_progress,
+        "label_smoothing": args.label_smoothing,
+        "aux_weight": args.aux_weight if args.recursive_supervision else 0.0,
+        "augment": {
+            "shift": args.augment_shift,
+            "noise": args.augment_noise,
+            "baseline": args.augment_baseline,
+            "scale": args.augment_scale,
+        },
+    }
+    return RunSpec(str(data), args.split, args.split_seed, args.arch, model, train, args.top_up)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train and evaluate one run."""
+    from training.pipeline import train_run
+
+    res = train_run(_spec(args, args.data), args.out, resume=args.resume)
+    print(
+        f"best val acc {res.best_val_acc:.4f} at epoch {res.best_epoch} "
+        f"({res.epochs_run} epochs, {res.stopped}, {res.seconds:.0f} s)"
+    )
+    print((args.out / "metrics.md").read_text())
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    """Evaluate a finished run."""
+    from training.pipeline import evaluate_run
+
+    evaluate_run(args.run)
+    print((args.run / "metrics.md").read_text())
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    """Export a run to the store."""
+    from training.pipeline import export_run
+
+    print(f"exported {export_run(args.run, args.store, args.name, args.version)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `raman-train`."""
+    args = parser().parse_args(argv)
+    if args.command == "dataset":
+        cmd_dataset(args)
+    elif args.command == "train":
+        cmd_train(args)
+    elif args.command == "evaluate":
+        cmd_evaluate(args)
+    elif args.command == "export":
+        cmd_export(args)
+    else:
+        args.out.mkdir(parents=True, exist_ok=True)
+        rruff_out, args.out = args.out, args.out / "dataset.npz"
+        args.data = cmd_dataset(args)
+        args.out = rruff_out
+        cmd_train(args)
+        args.run = args.out
+        cmd_export(args)
+    return 0

@@ -1,0 +1,186 @@
+"""The whole path as functions the CLI (and benchmarks, and fine-tune jobs) call:
+data set -> split -> train -> evaluate -> calibrate -> export.
+
+A run directory holds `run.json` (data set path, split kind and seed, model and train configs),
+`best.pt`/`last.pt`, `metrics.json`, `metrics.md` and `confusion.png`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from spectra.card import Calibration
+from spectra.library import LibrarySearch, pairwise_similarity
+from training.calibration import choose_rejection, expected_calibration_error, fit_temperature
+from training.datasets import Dataset, top_up
+from training.export import ExportInputs, class_references, export_version, next_version
+from training.metrics import classification_report, confusion_matrix, softmax
+from training.model import DRCNN, DRCNNConfig, LiuCNN, LiuCNNConfig
+from training.splits import Split, make_split
+from training.train import Arrays, Result, TrainConfig, fit, load_checkpoint, predict_logits
+
+RRUFF_CITATION = (
+    "Lafuente B, Downs R T, Yang H, Stone N (2015) The power of databases: the RRUFF project. "
+    "In: Highlights in Mineralogical Crystallography, T Armbruster and R M Danisi, eds. "
+    "Berlin, Germany, W. De Gruyter, pp 1-30"
+)
+
+
+@dataclass
+class RunSpec:
+    """Everything that defines one training run (saved as run.json)."""
+
+    data: str
+    split: str = "random"
+    split_seed: int = 0
+    arch: str = "drcnn"
+    model: dict[str, Any] | None = None
+    train: dict[str, Any] | None = None
+    top_up_to: int | None = None
+
+    def save(self, run_dir: Path) -> None:
+        """Write run.json."""
+        (run_dir / "run.json").write_text(json.dumps(self.__dict__, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunSpec:
+        """Read run.json."""
+        return cls(**json.loads((Path(run_dir) / "run.json").read_text()))
+
+
+def build_network(spec: RunSpec, ds: Dataset) -> nn.Module:
+    """The network named by `spec`, sized for the data set's grid and classes."""
+    opts = dict(spec.model or {})
+    opts.update(input_length=ds.grid.points, n_classes=len(ds.classes))
+    opts = {k: tuple(v) if isinstance(v, list) else v for k, v in opts.items()}
+    if spec.arch == "liu2017":
+        return LiuCNN(LiuCNNConfig(**opts))
+    return DRCNN(DRCNNConfig(**opts))
+
+
+def split_arrays(ds: Dataset, spec: RunSpec, seed: int) -> tuple[Split, Arrays]:
+    """The run's split and its train/val arrays (training part topped up where asked)."""
+    split = make_split(spec.split, ds.y, ds.groups, spec.split_seed)
+    train_idx = split.train
+    if spec.top_up_to:
+        train_idx = top_up(train_idx, ds.y, spec.top_up_to, np.random.default_rng(seed))
+    arrays = Arrays(ds.x[train_idx], ds.y[train_idx], ds.x[split.val], ds.y[split.val])
+    return split, arrays
+
+
+def train_run(spec: RunSpec, run_dir: Path, resume: bool = False, on_epoch: Any = None) -> Result:
+    """Train one run and evaluate its best checkpoint on the test part."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec.save(run_dir)
+    ds = Dataset.load(Path(spec.data))
+    cfg = TrainConfig.from_dict(spec.train or {})
+    _, arrays = split_arrays(ds, spec, cfg.seed)
+    net = build_network(spec, ds)
+    result = fit(
+        net, arrays, cfg, run_dir, resume=resume, on_epoch=on_epoch, extra={"run": spec.__dict__}
+    )
+    evaluate_run(run_dir, ds)
+    return result
+
+
+def evaluate_run(run_dir: Path, ds: Dataset | None = None) -> dict[str, Any]:
+    """Test metrics of the best checkpoint, plus the library search on the same split;
+    writes metrics.json, metrics.md and confusion.png."""
+    from training.plots import plot_confusion
+
+    spec = RunSpec.load(run_dir)
+    ds = ds or Dataset.load(Path(spec.data))
+    model, ckpt = load_checkpoint(run_dir / "best.pt")
+    split, _ = split_arrays(ds, spec, ckpt["train_config"]["seed"])
+    ev = evaluate_split(model, ds, split)
+    ev["training"] = {k: ckpt[k] for k in ("best_val_acc", "best_epoch", "epoch", "code_version")}
+    (run_dir / "metrics.json").write_text(json.dumps(ev, indent=2) + "\n")
+    (run_dir / "metrics.md").write_text(_markdown(ev))
+    plot_confusion(np.asarray(ev.pop("confusion")), ds.classes, run_dir / "confusion.png")
+    return ev
+
+
+def evaluate_split(model: nn.Module, ds: Dataset, split: Split) -> dict[str, Any]:
+    """Metrics of `model` and of the cosine library search on one split's test part."""
+    n = len(ds.classes)
+    x_te, y_te = ds.x[split.test], ds.y[split.test]
+    logits = predict_logits(model, x_te)
+    lib = LibrarySearch(ds.x[split.train], ds.y[split.train])
+    pred = logits.argmax(1) if len(y_te) else np.zeros(0, dtype=np.int64)
+    return {
+        "split": split.sizes(),
+        "model": classification_report(logits, y_te, n),
+        "library_search": classification_report(lib.class_scores(x_te, n), y_te, n),
+        "confusion": confusion_matrix(y_te, pred, n).tolist(),
+    }
+
+
+def _markdown(ev: dict[str, Any]) -> str:
+    rows = ["| metric | model | library search |", "|---|---|---|"]
+    for k in ("precision", "recall", "f1", "top1", "top3", "top5"):
+        rows.append(f"| {k} | {ev['model'][k]:.4f} | {ev['library_search'][k]:.4f} |")
+    return "\n".join(rows) + f"\n\nsplit sizes: {ev['split']}\n"
+
+
+def calibrate(
+    model: nn.Module, ds: Dataset, split: Split, references: np.ndarray
+) -> tuple[Calibration, dict[str, float]]:
+    """Temperature and rejection thresholds fitted on the validation part."""
+    x_val, y_val = ds.x[split.val], ds.y[split.val]
+    if len(y_val) == 0:
+        return Calibration(), {}
+    logits = predict_logits(model, x_val)
+    t = fit_temperature(logits, y_val)
+    probs = softmax(logits, t)
+    sims = pairwise_similarity(x_val, references[probs.argmax(1)])
+    min_p, min_s = choose_rejection(probs, sims, y_val)
+    stats = {
+        "ece_before": expected_calibration_error(softmax(logits), y_val),
+        "ece_after": expected_calibration_error(probs, y_val),
+    }
+    return Calibration(float(t), float(min_p), float(min_s)), stats
+
+
+def export_run(run_dir: Path, store: Path, name: str, version: str | None = None) -> Path:
+    """Calibrate on validation, measure on test, and publish a model version."""
+    spec = RunSpec.load(run_dir)
+    ds = Dataset.load(Path(spec.data))
+    model, ckpt = load_checkpoint(run_dir / "best.pt")
+    split, _ = split_arrays(ds, spec, ckpt["train_config"]["seed"])
+    refs = class_references(ds.x[split.train], ds.y[split.train], len(ds.classes))
+    calibration, cal_stats = calibrate(model, ds, split, refs)
+    ev = evaluate_split(model, ds, split)
+    ev.pop("confusion")
+    inputs = ExportInputs(
+        name=name,
+        version=version or next_version(store, name),
+        classes=ds.classes,
+        grid=ds.grid,
+        references=refs,
+        calibration=calibration,
+        metrics={
+            "test": ev["model"],
+            "library_search_test": ev["library_search"],
+            "split": ev["split"],
+            "calibration": cal_stats,
+            "best_val_acc": ckpt["best_val_acc"],
+            "best_epoch": ckpt["best_epoch"],
+        },
+        data={
+            "source": Path(ds.info.get("source", spec.data)).name,
+            "citation": RRUFF_CITATION,
+            "counts": ds.info.get("counts", {}),
+            "rule": ds.info.get("rule", {}),
+            "split": spec.split,
+            "split_seed": spec.split_seed,
+        },
+        architecture={**ckpt["arch"], "train_config": ckpt["train_config"]},
+        parity_inputs=ds.x[split.test][:64] if len(split.test) else ds.x[:64],
+    )
+    return export_version(model, inputs, store)

@@ -1,0 +1,343 @@
+"""The training loop of section 2.3, readable top to bottom.
+
+Cross-entropy, Adam(lr 1e-4, betas 0.9/0.999), batch 32, at most 200 epochs, early stopping when
+validation accuracy has not improved for 30 epochs, best checkpoint kept. CUDA when present (bf16
+autocast), CPU otherwise. Every checkpoint holds the resolved config and the code version; `last.pt`
+also holds optimizer and RNG state so that a run resumes where it stopped. Under `torchrun` the loop
+is DistributedDataParallel-correct: each rank trains on its shard, rank 0 validates and saves.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import distributed as dist
+from torch import nn
+from torch.nn import functional as F
+
+from spectra.version import code_version
+from training.augment import AugmentConfig, augment
+from training.model import DRCNN, arch_of
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; defaults are the paper's."""
+
+    epochs: int = 200
+    patience: int = 30
+    batch_size: int = 32
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    aux_weight: float = 0.0  # recursive supervision: (1-a)*final + a*mean(per-recursion losses)
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    eval_batch_size: int = 256
+    progress: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Inverse of `to_dict`."""
+        d = dict(d)
+        d["augment"] = AugmentConfig(**d.get("augment", {}))
+        d["betas"] = tuple(d.get("betas", (0.9, 0.999)))
+        return cls(**d)
+
+
+@dataclass
+class Arrays:
+    """Training and validation arrays (x float32 [N, L], y int64 [N])."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+@dataclass
+class Result:
+    """Outcome of `fit`."""
+
+    best_val_acc: float
+    best_epoch: int
+    epochs_run: int
+    history: list[dict[str, float]]
+    best_path: Path
+    stopped: str  # "early_stopping", "max_epochs" or "callback"
+    seconds: float
+
+
+EpochCallback = Callable[[dict[str, float]], bool]
+"""Called after every epoch with its record; returning False stops training (used for cancel)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" -> the local CUDA device when present, else CPU."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        return torch.device("cuda", rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA) and numpy's legacy global RNG."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def fit(
+    model: nn.Module,
+    data: Arrays,
+    cfg: TrainConfig,
+    out_dir: Path,
+    resume: bool = False,
+    on_epoch: EpochCallback | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Result:
+    """Train `model` on `data`, keeping `best.pt` and `last.pt` in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    model.to(device)
+    opt = torch.optim.Adam(
+        (p for p in model.parameters() if p.requires_grad),
+        lr=cfg.lr,
+        betas=cfg.betas,
+        weight_decay=cfg.weight_decay,
+    )
+    state = _State(extra=extra or {})
+    if resume and (out_dir / "last.pt").exists():
+        state = _load_last(out_dir / "last.pt", model, opt, device)
+    net = _wrap_ddp(model, device)
+    xt, yt = torch.from_numpy(data.x_train).unsqueeze(1), torch.from_numpy(data.y_train)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if state.gen_state is not None:
+        gen.set_state(state.gen_state)
+    start = time.perf_counter()
+    stopped = "max_epochs"
+    for epoch in range(state.epoch + 1, cfg.epochs + 1):
+        train_loss, train_acc = _train_epoch(net, model, opt, xt, yt, cfg, device, gen, epoch)
+        val_loss, val_acc = _validate(model, data, cfg, device)
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+        }
+        state.history.append(record)
+        state.epoch = epoch
+        if val_acc > state.best_val_acc:
+            state.best_val_acc, state.best_epoch = val_acc, epoch
+            _save(out_dir / "best.pt", model, None, state, cfg, gen)
+        _save(out_dir / "last.pt", model, opt, state, cfg, gen)
+        if _should_stop(epoch - state.best_epoch >= cfg.patience, device):
+            stopped = "early_stopping"
+            break
+        if on_epoch is not None and on_epoch(record) is False:
+            stopped = "callback"
+            break
+    return Result(
+        state.best_val_acc,
+        state.best_epoch,
+        state.epoch,
+        state.history,
+        out_dir / "best.pt",
+        stopped,
+        time.perf_counter() - start,
+    )
+
+
+@dataclass
+class _State:
+    epoch: int = 0
+    best_val_acc: float = -1.0
+    best_epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    gen_state: torch.Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    if not dist.is_initialized():
+        return model
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def _shard(perm: torch.Tensor) -> torch.Tensor:
+    """Each rank's part of the (identically seeded) epoch permutation."""
+    if not dist.is_initialized():
+        return perm
+    world, rank = dist.get_world_size(), dist.get_rank()
+    usable = perm.numel() - perm.numel() % world  # equal shards keep the collectives in step
+    return perm[rank:usable:world]
+
+
+def _loss(
+    net: nn.Module, model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(model, DRCNN) and model.cfg.recursive_supervision and cfg.aux_weight > 0:
+        logits, aux = net(x, return_aux=True)
+        main = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        side = torch.stack(
+            [F.cross_entropy(a, y, label_smoothing=cfg.label_smoothing) for a in aux]
+        )
+        return (1 - cfg.aux_weight) * main + cfg.aux_weight * side.mean(), logits
+    logits = net(x)
+    return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing), logits
+
+
+def _train_epoch(
+    net: nn.Module,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    xt: torch.Tensor,
+    yt: torch.Tensor,
+    cfg: TrainConfig,
+    device: torch.device,
+    gen: torch.Generator,
+    epoch: int,
+) -> tuple[float, float]:
+    net.train()
+    order = _shard(torch.randperm(len(yt), generator=gen))
+    total, correct, seen = 0.0, 0, 0
+    batches = range(0, len(order), cfg.batch_size)
+    bar = _progress(batches, cfg, epoch)
+    for i in bar:
+        idx = order[i : i + cfg.batch_size]
+        if idx.numel() < 2:  # BatchNorm needs two samples in training mode
+            continue
+        x = augment(xt[idx], cfg.augment, gen).to(device, non_blocking=True)
+        y = yt[idx].to(device, non_blocking=True)
+        with torch.autocast(
+            device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"
+        ):
+            loss, logits = _loss(net, model, x, y, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss) * len(idx)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(idx)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{total / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return total / max(seen, 1), correct / max(seen, 1)
+
+
+def _progress(batches: range, cfg: TrainConfig, epoch: int) -> Any:
+    if not (cfg.progress and _is_main()):
+        return batches
+    from tqdm.auto import tqdm
+
+    return tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, unit="batch")
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, x: np.ndarray, batch_size: int = 256, device: torch.device | None = None
+) -> np.ndarray:
+    """Logits for spectra x [N, L] under eval() and no_grad."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    out = [
+        model(torch.from_numpy(x[i : i + batch_size]).unsqueeze(1).to(device)).float().cpu()
+        for i in range(0, len(x), batch_size)
+    ]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def _validate(
+    model: nn.Module, data: Arrays, cfg: TrainConfig, device: torch.device
+) -> tuple[float, float]:
+    if not _is_main() or len(data.y_val) == 0:
+        return math.nan, 0.0
+    logits = torch.from_numpy(predict_logits(model, data.x_val, cfg.eval_batch_size, device))
+    y = torch.from_numpy(data.y_val)
+    return float(F.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
+
+
+def _should_stop(stop: bool, device: torch.device) -> bool:
+    """Rank 0 decides; every rank follows (a rank that stops alone would hang the others)."""
+    if not dist.is_initialized():
+        return stop
+    flag = torch.tensor([1 if stop else 0], device=device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+def _save(
+    path: Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer | None,
+    state: _State,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+) -> None:
+    if not _is_main():
+        return
+    ckpt = {
+        "model": model.state_dict(),
+        "arch": arch_of(model),
+        "train_config": cfg.to_dict(),
+        "code_version": code_version(),
+        "epoch": state.epoch,
+        "best_val_acc": state.best_val_acc,
+        "best_epoch": state.best_epoch,
+        "history": state.history,
+        "extra": state.extra,
+    }
+    if opt is not None:
+        ckpt["optimizer"] = opt.state_dict()
+        ckpt["generator"] = gen.get_state()
+    tmp = path.with_suffix(".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(path)  # atomic: a kill mid-save never leaves a half-written checkpoint
+
+
+def _load_last(
+    path: Path, model: nn.Module, opt: torch.optim.Optimizer, device: torch.device
+) -> _State:
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    return _State(
+        ckpt["epoch"],
+        ckpt["best_val_acc"],
+        ckpt["best_epoch"],
+        ckpt["history"],
+        ckpt.get("generator"),
+        ckpt.get("extra", {}),
+    )
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network stored in a checkpoint and return it with the checkpoint dict."""
+    from training.model import build_model
+
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    model = build_model(ckpt["arch"])
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt
