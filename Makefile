@@ -18,7 +18,7 @@ install-serve: $(PY)
 # torch==2.13.0 is the CPU build that lies on this workplace's disk; an unpinned torch pulls CUDA.
 install-dev: $(PY)
 	$(PY) -m pip install --quiet 'torch==2.13.0'
-	$(PY) -m pip install --quiet -e '.[cpu,train,dev]'
+	$(PY) -m pip install --quiet -e '.[cpu,train,dev,client]'
 
 serve: install-serve
 	$(PY) -m service --host $(HOST) --port $(PORT)

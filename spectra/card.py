@@ -110,6 +110,8 @@ class ModelCard:
         """Check internal consistency (not the graph: see the service's loader for that)."""
         if not self.name or not self.version:
             raise CardError("card has no name or version")
+        if not isinstance(self.classes, list) or not all(isinstance(c, str) for c in self.classes):
+            raise CardError("card classes must be a list of strings")
         if len(self.classes) < 2:
             raise CardError(f"card lists {len(self.classes)} classes; need at least 2")
         if len(set(self.classes)) != len(self.classes):

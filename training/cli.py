@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from spectra.grid import Grid
 from training.datasets import PRESETS, SubsetRule, build_dataset
@@ -48,6 +49,18 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         help="divide every width by this (8 trains on a CPU); 1 = paper sizes",
+    )
+    g.add_argument(
+        "--dense-width-div",
+        type=int,
+        default=None,
+        help="divide the dense widths by this instead (default: --width-div)",
+    )
+    g.add_argument(
+        "--rec-channels",
+        type=int,
+        default=1024,
+        help="reconstruction conv channels before --width-div (paper: 1024)",
     )
     g.add_argument("--depth", type=int, default=9, help="recursions D (paper: 9)")
     g.add_argument(
@@ -166,9 +179,14 @@ def cmd_dataset(args: argparse.Namespace) -> Path | None:
 def _spec(args: argparse.Namespace, data: Path):
     from training.pipeline import RunSpec
 
-    model = {"width_div": args.width_div}
+    model: dict[str, Any] = {"width_div": args.width_div}
     if args.arch == "drcnn":
-        model.update(depth=args.depth, recursive_supervision=args.recursive_supervision)
+        model.update(
+            depth=args.depth,
+            recursive_supervision=args.recursive_supervision,
+            dense_width_div=args.dense_width_div,
+            rec_channels=args.rec_channels,
+        )
     train = {
         "epochs": args.epochs,
         "patience": args.patience,
@@ -211,9 +229,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     """Export a run to the store."""
+    from training.card_markdown import write
     from training.pipeline import export_run
 
-    print(f"exported {export_run(args.run, args.store, args.name, args.version)}")
+    target = export_run(args.run, args.store, args.name, args.version)
+    write(target, command=" ".join(["raman-train", *sys.argv[1:]]))
+    print(f"exported {target}")
 
 
 def main(argv: list[str] | None = None) -> int:

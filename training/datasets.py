@@ -188,6 +188,11 @@ def assemble(
     spectra: list[Spectrum], prepared: list[Prepared], rule: SubsetRule, report: BuildReport
 ) -> Dataset:
     """Stack prepared spectra into a `Dataset` with sorted class names."""
+    if not spectra:  # np.stack would fail with "need at least one array to stack"
+        raise ValueError(
+            f"no class satisfies {rule.name} ({rule.min_per_class}..{rule.max_per_class or 'any'} "
+            f"spectra per class) after {report.files_read} files were read"
+        )
     classes = sorted({s.label or "" for s in spectra})
     index = {c: i for i, c in enumerate(classes)}
     info = {"rule": {**asdict(rule), "grid": rule.grid.to_dict()}, "report": report.to_dict()}

@@ -64,6 +64,12 @@ def prepare_model(base_dir: Path, n_classes: int, freeze: str) -> nn.Module:
         p.requires_grad_(not frozen)
     if freeze == "all_but_last":
         _freeze_batchnorm(model)
+    else:
+        # A few-shot job runs only tens of batches: with Keras' momentum (0.01) BatchNorm's
+        # running statistics would barely move towards the new data.
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.momentum = 0.1
     return model
 
 

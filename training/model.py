@@ -16,7 +16,9 @@ from torch.nn import functional as F
 @dataclass
 class DRCNNConfig:
     """Sizes of a DRCNN. The defaults are the paper's (Table 1); `width_div` shrinks every
-    width (conv channels and dense units) for CPU-sized variants."""
+    width (conv channels and dense units) for CPU-sized variants; `dense_width_div` lets the
+    dense layers shrink less than the convolutions (a narrow penultimate layer with dropout 0.5
+    cannot separate 1,000+ classes)."""
 
     input_length: int = 1024
     n_classes: int = 192
@@ -30,10 +32,15 @@ class DRCNNConfig:
     kernel_size: int = 3
     recursive_supervision: bool = False
     width_div: int = 1
+    dense_width_div: int | None = None  # None: same as width_div
 
     def scaled(self, n: int) -> int:
-        """A width divided by `width_div`, never below 1."""
+        """A conv width divided by `width_div`, never below 1."""
         return max(1, n // self.width_div)
+
+    def scaled_dense(self, n: int) -> int:
+        """A dense width divided by `dense_width_div` (default `width_div`)."""
+        return max(1, n // (self.dense_width_div or self.width_div))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored in checkpoints and model cards)."""
@@ -60,7 +67,7 @@ class DRCNN(nn.Module):
             cfg.scaled(cfg.z_channels),
             cfg.scaled(cfg.rec_channels),
         )
-        d1, d2 = cfg.scaled(cfg.dense_units[0]), cfg.scaled(cfg.dense_units[1])
+        d1, d2 = cfg.scaled_dense(cfg.dense_units[0]), cfg.scaled_dense(cfg.dense_units[1])
         self.embed1 = nn.Conv1d(1, e1, k, padding=pad)  # eq. 7, W_-1
         self.embed2 = nn.Conv1d(e1, e2, k, padding=pad)  # eq. 8, W_0
         self.recursive = nn.Conv1d(e2, e2, k, padding=pad)  # eq. 11, the ONE shared W, b

@@ -1,0 +1,109 @@
+"""`python -m training` end to end, as a user runs it: RRUFF zip -> data set -> training ->
+evaluation -> calibrated ONNX model in the store. The real RRUFF zip is cut down to 72 spectra of
+six minerals so that the whole path takes seconds on a CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from spectra.card import ModelCard
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MINERALS = ("Grossular", "Diamond", "Epidote", "Andradite", "Beryl", "Calcite")
+PER_MINERAL = 12  # Dataset_1 keeps classes with >= 10: two spare for dropped files
+
+
+def run_cli(*args: str, timeout: float = 540) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def explain(proc: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+
+
+def small_rruff_zip(source: Path, target: Path) -> dict[str, list[str]]:
+    """Copy the first PER_MINERAL processed spectra of each mineral into a new zip."""
+    chosen: dict[str, list[str]] = defaultdict(list)
+    with zipfile.ZipFile(source) as src:
+        for name in sorted(src.namelist()):
+            mineral = name.split("__")[0]
+            wanted = mineral in MINERALS and len(chosen[mineral]) < PER_MINERAL
+            if wanted and "Raman_Data_Processed" in name:
+                chosen[mineral].append(name)
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as dst:
+            for names in chosen.values():
+                for name in names:
+                    dst.writestr(name, src.read(name))
+    return chosen
+
+
+def test_help_exits_zero() -> None:
+    top = run_cli("--help", timeout=120)
+    assert top.returncode == 0, explain(top)
+    for command in ("dataset", "train", "evaluate", "export", "all"):
+        assert command in top.stdout
+    train = run_cli("train", "--help", timeout=120)
+    assert train.returncode == 0, explain(train)
+    assert "--width-div" in train.stdout and "--split" in train.stdout
+
+
+def test_bad_arguments_exit_two() -> None:
+    proc = run_cli("dataset", "--rruff", "x.zip", "--preset", "dataset_9", timeout=120)
+    assert proc.returncode == 2
+    assert "invalid choice" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_all_from_a_real_rruff_subset(shared_rruff_zip: Path, tmp_path: Path) -> None:
+    chosen = small_rruff_zip(shared_rruff_zip, tmp_path / "small.zip")
+    assert sorted(chosen) == sorted(MINERALS)
+    assert all(len(v) == PER_MINERAL for v in chosen.values())
+
+    run, store = tmp_path / "run", tmp_path / "models"
+    options = (
+        "--preset dataset_1 --grid 30 1599 256 --width-div 16 --depth 3 --epochs 4 --patience 4 "
+        "--no-progress --name test-minerals"
+    )
+    proc = run_cli(
+        "all", "--rruff", str(tmp_path / "small.zip"), "--out", str(run), "--store", str(store),
+        *options.split(),
+    )  # fmt: skip
+    assert proc.returncode == 0, explain(proc)
+
+    version = store / "test-minerals" / "1"
+    for name in ("model.onnx", "model.json", "references.npz"):
+        assert (version / name).is_file(), f"{name} missing from {version}"
+    assert f"exported {version}" in proc.stdout
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    for part in ("model", "library_search"):
+        assert 0.0 <= metrics[part]["top1"] <= 1.0
+        assert {"precision", "recall", "f1", "top3", "top5"} <= set(metrics[part])
+    assert metrics["split"]["test"] > 0
+    assert (run / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("run.json", "best.pt", "last.pt", "dataset.npz", "metrics.md"):
+        assert (run / name).is_file(), name
+
+    card = ModelCard.load(version)
+    assert sorted(card.classes) == sorted(MINERALS)  # 12 usable spectra each: all six kept
+    assert card.grid.to_dict() == {"start": 30.0, "stop": 1599.0, "points": 256}
+    assert card.architecture["depth"] == 3 and card.architecture["width_div"] == 16
+    assert card.data["source"] == "small.zip"

@@ -1,0 +1,342 @@
+"""The training loop (`training.train`) and the export to the artifact contract
+(`training.export`), on a tiny DRCNN and synthetic peak spectra (CPU, seconds)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from spectra.card import ONNX_FILE, REFERENCES_FILE, Calibration, ModelCard, sha256_file
+from spectra.grid import Grid
+from spectra.preprocess import Preprocessor
+from spectra.version import code_version
+from training.export import (
+    FORBIDDEN_OPS,
+    PARITY_TOLERANCE,
+    WEIGHTS_FILE,
+    ExportError,
+    ExportInputs,
+    check_graph,
+    class_references,
+    export_version,
+    load_weights,
+    next_version,
+)
+from training.model import DRCNN, DRCNNConfig
+from training.train import Arrays, TrainConfig, fit, load_checkpoint, predict_logits
+
+LENGTH, N_CLASSES, EPOCHS = 256, 4, 10
+GRID = Grid(100.0, 1200.0, LENGTH)
+CLASSES = ["Andradite", "Beryl", "Calcite", "Diamond"]
+
+
+def tiny_model(seed: int = 0) -> DRCNN:
+    torch.manual_seed(seed)
+    model = DRCNN(DRCNNConfig(input_length=LENGTH, n_classes=N_CLASSES, depth=3, width_div=16))
+    # Keras' BatchNorm momentum (0.01 per batch) needs hundreds of batches before the running
+    # statistics used in eval() settle; this fit has 50. PyTorch's 0.1 settles within it.
+    for bn in (model.bn1, model.bn2):
+        bn.momentum = 0.1
+    return model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Any:
+    """Tiny networks run faster on one thread, and leave the machine's other cores alone."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def train_config(**overrides: Any) -> TrainConfig:
+    opts: dict[str, Any] = {
+        "epochs": EPOCHS,
+        "patience": EPOCHS,
+        "batch_size": 16,
+        "lr": 1e-3,
+        "device": "cpu",
+        "progress": False,
+        "seed": 0,
+    }
+    opts.update(overrides)
+    return TrainConfig(**opts)
+
+
+@pytest.fixture(scope="module")
+def arrays(make_peak_dataset: Callable[..., tuple[np.ndarray, np.ndarray]]) -> Arrays:
+    x, y = make_peak_dataset(N_CLASSES, 30, LENGTH, seed=11)
+    order = np.random.default_rng(0).permutation(len(y))
+    train, val = order[:80], order[80:]
+    return Arrays(x[train], y[train], x[val], y[val])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, arrays: Arrays) -> dict[str, Any]:
+    """One short fit shared by the tests below (they copy the run directory before changing it)."""
+    run_dir = tmp_path_factory.mktemp("run")
+    model = tiny_model()
+    cfg = train_config()
+    result = fit(model, arrays, cfg, run_dir, extra={"note": "test"})
+    return {"model": model, "cfg": cfg, "result": result, "run_dir": run_dir}
+
+
+# --- fit ------------------------------------------------------------------------------------------
+
+
+def test_fit_learns_the_synthetic_classes(trained: dict[str, Any]) -> None:
+    result = trained["result"]
+    history = result.history
+    assert result.epochs_run == EPOCHS and result.stopped == "max_epochs"
+    assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
+    assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
+    assert result.best_val_acc >= 0.75  # chance is 0.25
+    assert result.best_val_acc == max(h["val_acc"] for h in history)
+    assert history[result.best_epoch - 1]["val_acc"] == result.best_val_acc
+    assert result.best_path == trained["run_dir"] / "best.pt"
+    assert not list(trained["run_dir"].glob("*.tmp"))
+
+
+def test_checkpoints_hold_config_arch_and_code_version(trained: dict[str, Any]) -> None:
+    run_dir, cfg = trained["run_dir"], trained["cfg"]
+    best = torch.load(run_dir / "best.pt", weights_only=False)
+    last = torch.load(run_dir / "last.pt", weights_only=False)
+    for ckpt in (best, last):
+        assert ckpt["train_config"] == cfg.to_dict()
+        assert ckpt["arch"] == trained["model"].cfg.to_dict() and ckpt["arch"]["arch"] == "drcnn"
+        assert ckpt["code_version"] == code_version() and ckpt["code_version"]
+        assert ckpt["extra"] == {"note": "test"}
+    assert best["epoch"] == trained["result"].best_epoch
+    assert last["epoch"] == EPOCHS and len(last["history"]) == EPOCHS
+    assert "optimizer" in last and "generator" in last
+    assert "optimizer" not in best
+    json.dumps(best["train_config"])  # JSON-ready, as the card needs
+
+
+def test_load_checkpoint_rebuilds_the_best_network(trained: dict[str, Any], arrays: Arrays) -> None:
+    model, ckpt = load_checkpoint(trained["run_dir"] / "best.pt")
+    assert not model.training
+    assert isinstance(model, DRCNN) and model.cfg == trained["model"].cfg
+    acc = float((predict_logits(model, arrays.x_val).argmax(1) == arrays.y_val).mean())
+    assert acc == pytest.approx(ckpt["best_val_acc"])
+
+
+def test_predict_logits_does_not_depend_on_batch_size(
+    trained: dict[str, Any], arrays: Arrays
+) -> None:
+    model = trained["model"]
+    a = predict_logits(model, arrays.x_val, batch_size=7)
+    b = predict_logits(model, arrays.x_val, batch_size=256)
+    assert a.shape == (len(arrays.y_val), N_CLASSES) and a.dtype == np.float32
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert not model.training
+
+
+def test_resume_continues_from_last(
+    trained: dict[str, Any], arrays: Arrays, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "resumed"
+    shutil.copytree(trained["run_dir"], run_dir)
+    cfg = train_config(epochs=EPOCHS + 3, patience=100)
+    result = fit(tiny_model(seed=99), arrays, cfg, run_dir, resume=True)
+    assert result.epochs_run == EPOCHS + 3
+    assert [h["epoch"] for h in result.history] == list(range(1, EPOCHS + 4))
+    assert result.history[:EPOCHS] == trained["result"].history
+    assert result.best_val_acc >= trained["result"].best_val_acc
+    assert torch.load(run_dir / "last.pt", weights_only=False)["epoch"] == EPOCHS + 3
+
+
+def test_resume_of_a_finished_run_trains_no_more(
+    trained: dict[str, Any], arrays: Arrays, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "again"
+    shutil.copytree(trained["run_dir"], run_dir)
+    result = fit(tiny_model(seed=5), arrays, train_config(), run_dir, resume=True)
+    assert result.epochs_run == EPOCHS and len(result.history) == EPOCHS
+
+
+def test_callback_returning_false_stops(arrays: Arrays, tmp_path: Path) -> None:
+    seen: list[dict[str, float]] = []
+
+    def on_epoch(record: dict[str, float]) -> bool:
+        seen.append(record)
+        return record["epoch"] < 2
+
+    result = fit(tiny_model(), arrays, train_config(), tmp_path, on_epoch=on_epoch)
+    assert result.stopped == "callback" and result.epochs_run == 2
+    assert [r["epoch"] for r in seen] == [1, 2]
+    assert set(seen[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc"}
+    assert (tmp_path / "last.pt").exists()
+
+
+def test_callback_returning_none_does_not_stop(arrays: Arrays, tmp_path: Path) -> None:
+    result = fit(tiny_model(), arrays, train_config(epochs=2), tmp_path, on_epoch=lambda r: None)  # type: ignore[arg-type,return-value]
+    assert result.stopped == "max_epochs" and result.epochs_run == 2
+
+
+def test_early_stopping_when_validation_never_improves(arrays: Arrays, tmp_path: Path) -> None:
+    model = tiny_model()
+    for m in (model.bn1, model.bn2):
+        m.momentum = 0.0  # running statistics frozen: with lr 0 the network never changes
+    result = fit(model, arrays, train_config(lr=0.0, patience=2), tmp_path)
+    assert result.stopped == "early_stopping"
+    assert (result.best_epoch, result.epochs_run) == (1, 3)
+
+
+def test_train_config_round_trip() -> None:
+    cfg = train_config(betas=(0.8, 0.99))
+    cfg.augment.shift = 2.0
+    back = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg and back.betas == (0.8, 0.99) and back.augment.shift == 2.0
+
+
+# --- export ---------------------------------------------------------------------------------------
+
+
+def export_inputs(
+    model_cfg: DRCNNConfig, arrays: Arrays, version: str = "1", classes: list[str] | None = None
+) -> ExportInputs:
+    classes = classes or CLASSES
+    return ExportInputs(
+        name="test-minerals",
+        version=version,
+        classes=classes,
+        grid=GRID,
+        references=class_references(arrays.x_train, arrays.y_train, len(classes)),
+        calibration=Calibration(1.3, 0.5, 0.2),
+        metrics={"test": {"top1": 0.9}},
+        data={"source": "synthetic"},
+        architecture=model_cfg.to_dict(),
+        parity_inputs=arrays.x_val,
+    )
+
+
+@pytest.fixture(scope="module")
+def exported(
+    tmp_path_factory: pytest.TempPathFactory, trained: dict[str, Any], arrays: Arrays
+) -> dict[str, Any]:
+    store = tmp_path_factory.mktemp("store")
+    model, _ = load_checkpoint(trained["run_dir"] / "best.pt")
+    target = export_version(model, export_inputs(model.cfg, arrays), store)
+    return {"store": store, "target": target, "model": model}
+
+
+def test_export_writes_the_three_files(exported: dict[str, Any]) -> None:
+    target: Path = exported["target"]
+    assert target == exported["store"] / "test-minerals" / "1"
+    names = sorted(p.name for p in target.iterdir())
+    assert names == ["model.json", "model.onnx", "references.npz", WEIGHTS_FILE]
+    assert [p.name for p in target.parent.iterdir()] == ["1"]  # no staging directory left behind
+
+
+def test_export_refuses_to_overwrite_a_version(exported: dict[str, Any], arrays: Arrays) -> None:
+    target: Path = exported["target"]
+    before = sha256_file(target / ONNX_FILE)
+    with pytest.raises(ExportError, match="exists: model versions are immutable"):
+        export_version(
+            exported["model"], export_inputs(exported["model"].cfg, arrays), exported["store"]
+        )
+    assert sha256_file(target / ONNX_FILE) == before
+
+
+def test_graph_is_unrolled_with_a_dynamic_batch(exported: dict[str, Any]) -> None:
+    graph = onnx.load(str(exported["target"] / ONNX_FILE)).graph
+    assert not {n.op_type for n in graph.node} & FORBIDDEN_OPS
+    (inp,), (out,) = graph.input, graph.output
+    assert (inp.name, out.name) == ("spectra", "logits")
+    dims = inp.type.tensor_type.shape.dim
+    assert dims[0].dim_param and not dims[0].dim_value
+    assert [d.dim_value for d in dims[1:]] == [1, LENGTH]
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_onnxruntime_matches_torch(exported: dict[str, Any], arrays: Arrays, batch: int) -> None:
+    sess = ort.InferenceSession(
+        str(exported["target"] / ONNX_FILE), providers=["CPUExecutionProvider"]
+    )
+    x = arrays.x_val[:batch, None, :]
+    (got,) = sess.run(["logits"], {"spectra": x})
+    with torch.no_grad():
+        want = exported["model"].eval()(torch.from_numpy(x)).numpy()
+    assert got.shape == (batch, N_CLASSES)
+    assert np.abs(got - want).max() / np.abs(want).max() < PARITY_TOLERANCE
+
+
+def test_card_matches_graph_and_file(exported: dict[str, Any]) -> None:
+    target: Path = exported["target"]
+    card = ModelCard.load(target)
+    assert (card.name, card.version, card.classes) == ("test-minerals", "1", CLASSES)
+    assert card.grid == GRID
+    assert card.onnx_sha256 == sha256_file(target / ONNX_FILE)
+    assert card.code_version == code_version()
+    assert card.calibration == Calibration(1.3, 0.5, 0.2)
+    assert card.preprocessing == Preprocessor(GRID).describe()
+    assert card.architecture == json.loads(json.dumps(exported["model"].cfg.to_dict()))
+    assert 0.0 <= card.metrics["export_parity_max_rel_error"] < PARITY_TOLERANCE
+    assert card.metrics["test"] == {"top1": 0.9} and card.created_at
+    check_graph(target / ONNX_FILE, card.grid.points, len(card.classes))  # does not raise
+
+
+def test_weights_file_rebuilds_the_network(exported: dict[str, Any], arrays: Arrays) -> None:
+    model = load_weights(exported["target"] / WEIGHTS_FILE)
+    assert isinstance(model, DRCNN) and not model.training
+    assert model.cfg == exported["model"].cfg
+    x = torch.from_numpy(arrays.x_val[:, None, :])
+    with torch.no_grad():
+        got, want = model(x), exported["model"].eval()(x)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)  # float16 weights
+    assert torch.equal(got.argmax(1), want.argmax(1))
+
+
+def test_references_file(exported: dict[str, Any], arrays: Arrays) -> None:
+    with np.load(exported["target"] / REFERENCES_FILE) as z:
+        refs, labels, axis = z["references"], z["labels"], z["axis"]
+    assert refs.shape == (N_CLASSES, LENGTH) and refs.dtype == np.float16
+    assert labels.tolist() == CLASSES
+    np.testing.assert_allclose(axis, GRID.axis, rtol=1e-6)
+    want = class_references(arrays.x_train, arrays.y_train, N_CLASSES)
+    np.testing.assert_allclose(refs, want, atol=1e-3)
+
+
+def test_check_graph_rejects_wrong_length_and_classes(exported: dict[str, Any]) -> None:
+    path = exported["target"] / ONNX_FILE
+    with pytest.raises(ExportError, match=rf"input shape .*expected \[batch, 1, {LENGTH + 1}\]"):
+        check_graph(path, LENGTH + 1, N_CLASSES)
+    with pytest.raises(ExportError, match=r"output shape .*expected \[batch, 7\]"):
+        check_graph(path, LENGTH, 7)
+
+
+def test_failed_export_leaves_the_store_untouched(exported: dict[str, Any], arrays: Arrays) -> None:
+    store: Path = exported["store"]
+    five = [*CLASSES, "Epidote"]  # the graph has 4 outputs: the card would lie
+    inputs = export_inputs(exported["model"].cfg, arrays, version="bad", classes=five)
+    inputs.references = np.zeros((5, LENGTH), dtype=np.float32)
+    with pytest.raises(ExportError, match="output shape"):
+        export_version(exported["model"], inputs, store)
+    assert sorted(p.name for p in (store / "test-minerals").iterdir()) == ["1"]
+
+
+def test_next_version(exported: dict[str, Any], tmp_path: Path) -> None:
+    assert next_version(tmp_path, "none-yet") == "1"
+    assert next_version(exported["store"], "test-minerals") == "2"
+    (tmp_path / "m" / "7").mkdir(parents=True)
+    (tmp_path / "m" / "latest").mkdir()
+    (tmp_path / "m" / "12").write_text("a file, not a version")
+    assert next_version(tmp_path, "m") == "8"
+
+
+def test_class_references_are_class_means() -> None:
+    x = np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 5.0]], dtype=np.float32)
+    refs = class_references(x, np.array([0, 0, 2]), 4)
+    assert refs.dtype == np.float32 and refs.shape == (4, 2)
+    np.testing.assert_allclose(refs, [[2.0, 1.0], [0.0, 0.0], [5.0, 5.0], [0.0, 0.0]])

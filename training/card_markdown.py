@@ -1,0 +1,89 @@
+"""A human-readable model card (`README.md`) written beside `model.json` at export.
+
+Every figure in it is read from the card, which the export computed: nothing is typed by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from spectra.card import ModelCard
+
+METRIC_ROWS = ("precision", "recall", "f1", "top1", "top3", "top5")
+
+
+def render(card: ModelCard, command: str | None = None) -> str:
+    """Markdown for one model version."""
+    m = card.metrics
+    counts = card.data.get("counts", {})
+    lines = [
+        f"# Model card: {card.name} v{card.version}",
+        "",
+        f"DRCNN (Zhou et al., RSC Adv. 2022) identifying {len(card.classes)} classes from Raman "
+        f"spectra on a {card.grid.points}-point grid, {card.grid.start:g}-{card.grid.stop:g} cm-1.",
+        "",
+        f"- created: {card.created_at}; code version: `{card.code_version}`",
+        f"- architecture: `{_arch(card.architecture)}`",
+        f"- calibration: temperature {card.calibration.temperature:.3f}; {card.calibration.rule}",
+        f"- data: {card.data.get('source', '?')}; split `{card.data.get('split', '?')}` "
+        f"(seed {card.data.get('split_seed', '?')}); {counts.get('classes', '?')} classes / "
+        f"{counts.get('spectra', '?')} spectra",
+        "",
+    ]
+    lines += _metrics_table(m)
+    if command:
+        lines += ["", "## Reproduce", "", "```bash", command, "```"]
+    if card.data.get("citation"):
+        lines += ["", "## Data citation", "", card.data["citation"]]
+    return "\n".join(lines) + "\n"
+
+
+def _arch(arch: dict[str, Any]) -> str:
+    keys = (
+        "arch",
+        "input_length",
+        "n_classes",
+        "depth",
+        "width_div",
+        "dense_width_div",
+        "rec_channels",
+        "recursive_supervision",
+    )
+    return ", ".join(f"{k}={arch[k]}" for k in keys if k in arch)
+
+
+def _metrics_table(m: dict[str, Any]) -> list[str]:
+    test, lib = m.get("test"), m.get("library_search_test")
+    if not test:
+        return [f"Validation metrics: {m.get('validation', {})}"]
+    rows = [
+        "## Test metrics (held-out part of the split)",
+        "",
+        "| metric | this model | cosine library search, same split |",
+        "|---|---|---|",
+    ]
+    for k in METRIC_ROWS:
+        rows.append(
+            f"| {k} | {test.get(k, float('nan')):.4f} | {(lib or {}).get(k, float('nan')):.4f} |"
+        )
+    rows += [
+        "",
+        f"Test spectra: {test.get('n')}; split sizes: {m.get('split')}; "
+        f"ECE before/after temperature scaling: {_ece(m)}",
+    ]
+    return rows
+
+
+def _ece(m: dict[str, Any]) -> str:
+    cal = m.get("calibration") or {}
+    if not cal:
+        return "n/a"
+    return f"{cal.get('ece_before', float('nan')):.4f} / {cal.get('ece_after', float('nan')):.4f}"
+
+
+def write(version_dir: Path, command: str | None = None) -> Path:
+    """Render the card of `version_dir` into its README.md."""
+    path = Path(version_dir) / "README.md"
+    path.write_text(render(ModelCard.load(Path(version_dir)), command))
+    return path
