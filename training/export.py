@@ -123,6 +123,7 @@ def export_version(model: nn.Module, inputs: ExportInputs, store: Path) -> Path:
         card = _card(inputs, onnx_path, err)
         card.save(staging)
         ModelCard.load(staging)  # round-trip: what we wrote is what the service will read
+        staging.chmod(0o755)  # mkdtemp makes 0700: a server running as another user must read it
         shutil.move(str(staging), str(target))  # rename within one filesystem: all or nothing
         staging.mkdir()  # TemporaryDirectory wants something to clean up
     return target

@@ -134,6 +134,7 @@ def fit(
     stopped = "max_epochs"
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         train_loss, train_acc = _train_epoch(net, model, opt, xt, yt, cfg, device, gen, epoch)
+        recalibrate_batchnorm(model, data.x_train, cfg.eval_batch_size, device)
         val_loss, val_acc = _validate(model, data, cfg, device)
         record = {
             "epoch": epoch,
@@ -253,6 +254,40 @@ def _progress(batches: range, cfg: TrainConfig, epoch: int) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, unit="batch")
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module, x: np.ndarray, batch_size: int, device: torch.device
+) -> None:
+    """Recompute BatchNorm's running statistics on `x` with the current weights.
+
+    The exponential average that training keeps (Keras' momentum 0.01) lags far behind the
+    weights when they move fast, and it sees dropout-scaled activations that inference never
+    does; evaluation-mode predictions then swing from epoch to epoch. An exact pass over the
+    training spectra with dropout off (as inference runs) fixes both; it does not change training.
+    """
+    bns = [  # frozen layers (fine-tuning) keep the statistics they came with
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and (m.weight is None or m.weight.requires_grad)
+    ]
+    if not bns or len(x) == 0:
+        return
+    model.eval()
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the pass
+        m.train()
+    for i in range(0, len(x), batch_size):
+        chunk = x[i : i + batch_size]
+        if len(chunk) > 1:
+            model(torch.from_numpy(chunk).unsqueeze(1).to(device))
+    for m, momentum in zip(bns, saved, strict=True):
+        m.momentum = momentum
+        m.eval()
 
 
 @torch.no_grad()

@@ -1,0 +1,49 @@
+"""Process plumbing shared by the worker and the job runner: dying with the parent, exit codes."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Get SIGKILLed when `parent_pid` exits, so no orphan keeps training (or heartbeating).
+
+    Linux: `prctl(PR_SET_PDEATHSIG)`; elsewhere a thread polls the parent pid. Either way, if
+    the parent is already gone (it died before we got here), exit at once.
+    """
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    if not armed:
+        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def describe_exit(code: int | None) -> str:
+    """`code 2`, `signal SIGKILL`, or `no exit code`."""
+    if code is None:
+        return "no exit code"
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"

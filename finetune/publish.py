@@ -1,0 +1,50 @@
+"""Registering a fine-tuned version: allocate the next integer version under a lock, and switch
+the model's `ACTIVE` marker (the file `service.registry.ModelStore` reads).
+
+Two workers finishing at once must never pick the same version: the allocation and the export
+(which refuses an existing directory) happen under an exclusive `flock` on
+`<store>/<name>/.version.lock`. The name starts with a dot, so the registry never lists it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ACTIVE_FILE = "ACTIVE"
+"""Must equal `service.registry.ACTIVE_FILE` (a test checks)."""
+LOCK_FILE = ".version.lock"
+
+
+@contextmanager
+def version_lock(store: Path, name: str) -> Iterator[None]:
+    """Hold the model's version-allocation lock (blocks while another process holds it)."""
+    model_dir = Path(store) / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with open(model_dir / LOCK_FILE, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def write_active(store: Path, name: str, version: str) -> None:
+    """Persist `version` as the model's active one: temporary file, fsync, rename."""
+    model_dir = Path(store) / name
+    if not (model_dir / version).is_dir():
+        raise FileNotFoundError(f"{model_dir / version} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".ACTIVE.", dir=model_dir)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(version + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, model_dir / ACTIVE_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
