@@ -120,17 +120,27 @@ class Predictor:
         finally:
             self.traffic.waiting -= 1
 
-    async def identify(self, prepared: list[Prepared], top_k: int) -> list[dict[str, Any]]:
-        """Ranked answers for preprocessed spectra (the `/v1/identify` result body, less `id`)."""
+    async def identify(
+        self, prepared: list[Prepared], top_k: int, include_spectrum: bool = False
+    ) -> list[dict[str, Any]]:
+        """Ranked answers for preprocessed spectra (the `/v1/identify` result body, less `id`);
+        with `include_spectrum`, each answer also carries the model input it was computed from."""
         vectors = np.stack([p.values for p in prepared])
         done = await self.logits(vectors)
         probs = softmax(np.stack([d.value for d in done]), self.model.card.calibration.temperature)
         top = top_indices(probs, top_k)
         sims = self._similarities(vectors, top)
-        return [
+        answers = [
             self._answer(p, d, probs[i], top[i], sims[i])
             for i, (p, d) in enumerate(zip(prepared, done, strict=True))
         ]
+        if include_spectrum:
+            for p, a in zip(prepared, answers, strict=True):
+                a["spectrum"] = {
+                    "intensities": p.values.tolist(),
+                    "measured_range": list(p.measured or (float("nan"), float("nan"))),
+                }
+        return answers
 
     def _similarities(self, vectors: np.ndarray, top: np.ndarray) -> np.ndarray:
         # Per row, only the k hit references: [n, C, L] products would be needlessly large.

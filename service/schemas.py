@@ -49,6 +49,9 @@ class IdentifyRequest(Strict):
     top_k: int = Field(5, ge=1, description="Ranked labels per spectrum (at most max_top_k).")
     model: str | None = Field(None, description="Model name; the default model when omitted.")
     version: str | None = Field(None, description="Version; the active one when omitted.")
+    include_spectrum: bool = Field(
+        False, description="Also return each spectrum as the model saw it (on the model grid)."
+    )
 
 
 class PredictionPublic(BaseModel):
@@ -65,6 +68,11 @@ class TimingsPublic(BaseModel):
     total_ms: float = Field(description="From the request's arrival to this answer.")
 
 
+class SpectrumPublic(BaseModel):
+    intensities: list[float] = Field(description="Model input: resampled, min-max normalised.")
+    measured_range: list[float] = Field(description="First and last measured wavenumber (cm-1).")
+
+
 class ResultPublic(BaseModel):
     id: str
     file: str | None = Field(None, description="Uploaded file name (/v1/identify/files).")
@@ -74,6 +82,7 @@ class ResultPublic(BaseModel):
     coverage: float = Field(description="Fraction of the model grid the spectrum measured.")
     no_match_rule: str
     timings: TimingsPublic
+    spectrum: SpectrumPublic | None = Field(None, description="Only with include_spectrum.")
 
 
 class ModelRef(BaseModel):

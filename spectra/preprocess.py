@@ -31,6 +31,8 @@ class Prepared:
     values: np.ndarray
     coverage: float
     warnings: list[str] = field(default_factory=list)
+    measured: tuple[float, float] | None = None
+    """First and last measured wavenumber (cm-1)."""
 
 
 def minmax(values: np.ndarray) -> np.ndarray:
@@ -68,7 +70,8 @@ class Preprocessor:
         values = np.zeros(self.grid.points)
         values[res.inside] = minmax(res.values[res.inside])
         warnings = _coverage_warnings(res.coverage, x, self.grid) + _signal_warnings(y)
-        return Prepared(values.astype(np.float32), res.coverage, warnings)
+        measured = (float(x[0]), float(x[-1]))
+        return Prepared(values.astype(np.float32), res.coverage, warnings, measured)
 
     def prepare_on_grid(self, intensities: Any, source: str = "<input>") -> Prepared:
         """Normalise intensities that are already sampled on this grid."""
@@ -79,7 +82,8 @@ class Preprocessor:
             )
         if not np.isfinite(y).all():
             raise SpectrumError("intensities hold NaN or Inf", source)
-        return Prepared(minmax(y).astype(np.float32), 1.0, _signal_warnings(y))
+        measured = (self.grid.start, self.grid.stop)
+        return Prepared(minmax(y).astype(np.float32), 1.0, _signal_warnings(y), measured)
 
 
 def _coverage_warnings(coverage: float, x: np.ndarray, grid: Grid) -> list[str]:

@@ -42,7 +42,12 @@ class Parsed:
 
 
 async def identify_uploads(
-    files: list[UploadFile], predictor: Predictor, settings: Settings, top_k: int, started: float
+    files: list[UploadFile],
+    predictor: Predictor,
+    settings: Settings,
+    top_k: int,
+    started: float,
+    include_spectrum: bool = False,
 ) -> list[dict[str, Any]]:
     """Results in upload order: one per spectrum found, or one `error` result per bad file."""
     pre = predictor.model.preprocessor
@@ -57,7 +62,7 @@ async def identify_uploads(
         raise LimitExceeded(
             f"the files hold {len(prepared)} spectra; at most {settings.max_spectra_per_request}"
         )
-    answers = iter(await predictor.identify(prepared, top_k))
+    answers = iter(await predictor.identify(prepared, top_k, include_spectrum))
     total_ms = (time.perf_counter() - started) * 1e3
     return [result for p in parsed for result in _results(p, answers, total_ms)]
 

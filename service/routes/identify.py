@@ -40,7 +40,7 @@ async def identify(
     check_limits(body, settings)
     async with manager.lease(body.model, body.version) as predictor:
         prepared = await prepare_all(predictor.model.preprocessor, body.spectra)
-        answers = await predictor.identify(prepared, body.top_k)
+        answers = await predictor.identify(prepared, body.top_k, body.include_spectrum)
     total_ms = (time.perf_counter() - started) * 1e3
     results = [
         {"id": spectrum_id(s, i), **a}
@@ -65,6 +65,7 @@ async def identify_files(
     top_k: Annotated[int, Form(ge=1)] = 5,
     model: Annotated[str | None, Form()] = None,
     version: Annotated[str | None, Form()] = None,
+    include_spectrum: Annotated[bool, Form()] = False,
 ) -> Response:
     """One result per spectrum found; a file that cannot be used gets an `error` result."""
     if len(files) > settings.max_files_per_request:
@@ -73,7 +74,9 @@ async def identify_files(
         )
     check_top_k(top_k, settings)
     async with manager.lease(model, version) as predictor:
-        results = await identify_uploads(files, predictor, settings, top_k, started)
+        results = await identify_uploads(
+            files, predictor, settings, top_k, started, include_spectrum
+        )
     return json_response({"model": model_ref(predictor), "results": results})
 
 

@@ -68,6 +68,15 @@ def test_every_supported_format_is_identified(client: TestClient) -> None:
     assert all("total_ms" in x["timings"] for x in results)
 
 
+def test_include_spectrum_form_field_returns_model_input(client: TestClient) -> None:
+    r = upload(client, [("q.csv", csv_file(0))], include_spectrum="true")
+    assert r.status_code == 200, r.text
+    spectrum = r.json()["results"][0]["spectrum"]
+    assert len(spectrum["intensities"]) > 0 and max(spectrum["intensities"]) == 1.0
+    lo, hi = spectrum["measured_range"]
+    assert lo < hi
+
+
 def test_one_corrupt_file_gets_an_error_result_and_the_others_are_answered(
     client: TestClient,
 ) -> None:

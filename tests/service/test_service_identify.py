@@ -67,6 +67,17 @@ def test_any_axis_is_resampled_onto_the_grid(client: TestClient) -> None:
     assert result["coverage"] == 1.0
 
 
+def test_include_spectrum_returns_the_model_input(client: TestClient) -> None:
+    x, y = spectrum_off_grid(1, start=150.0, stop=450.0, points=200)
+    body = identify(client, [{"wavenumbers": x, "intensities": y}], include_spectrum=True)
+    spectrum = body["results"][0]["spectrum"]
+    assert len(spectrum["intensities"]) == GRID.points
+    assert min(spectrum["intensities"]) == 0.0 and max(spectrum["intensities"]) == 1.0
+    assert spectrum["measured_range"] == [150.0, 450.0]
+    # off by default: answers stay small
+    assert "spectrum" not in identify(client, [{"wavenumbers": x, "intensities": y}])["results"][0]
+
+
 def test_partial_coverage_is_warned(client: TestClient) -> None:
     x, y = spectrum_off_grid(0, start=150.0, stop=450.0, points=200)
     [result] = identify(client, [{"wavenumbers": x, "intensities": y}])["results"]
