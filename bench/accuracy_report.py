@@ -1,0 +1,287 @@
+"""Markdown and figures of the accuracy benchmark (`bench_accuracy.py`).
+
+`write_markdown` turns the results dict into `results.md`: the data-set counts, one table per
+subset and split kind laid out like the paper's Table 2 (with the paper's values beside ours),
+calibration, open-set rejection and timing. `split_figures` draws the confusion matrix,
+reliability diagram, accuracy-coverage curve and confused pairs of one split.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.calibration import accuracy_coverage
+from training.metrics import aggregate, confused_pairs, confusion_matrix, markdown_table, softmax
+from training.plots import plot_accuracy_coverage, plot_confusion, plot_pair, plot_reliability
+
+# The paper's Table 2 (Zhou et al. 2022), RRUFF subsets; N = 30 random splits.
+PAPER_TABLE_2: dict[str, dict[str, dict[str, float]]] = {
+    "dataset_1": {
+        "DRCNN": {
+            "precision": 0.9813,
+            "recall": 0.9798,
+            "f1": 0.9794,
+            "top1": 0.9798,
+            "top3": 0.9981,
+            "top5": 0.9981,
+        },
+        "Liu et al.": {
+            "precision": 0.9660,
+            "recall": 0.9601,
+            "f1": 0.9587,
+            "top1": 0.9601,
+            "top3": 0.9927,
+            "top5": 0.9944,
+        },
+    },
+    "dataset_2": {
+        "DRCNN": {
+            "precision": 0.9298,
+            "recall": 0.8842,
+            "f1": 0.8579,
+            "top1": 0.8818,
+            "top3": 0.9347,
+            "top5": 0.9347,
+        },
+        "Liu et al.": {
+            "precision": 0.8846,
+            "recall": 0.8309,
+            "f1": 0.7950,
+            "top1": 0.8309,
+            "top3": 0.9096,
+            "top5": 0.9199,
+        },
+    },
+    "dataset_3": {
+        "DRCNN": {
+            "precision": 0.9271,
+            "recall": 0.8419,
+            "f1": 0.8055,
+            "top1": 0.8419,
+            "top3": 0.9115,
+            "top5": 0.9251,
+        },
+    },
+}
+
+
+def summary(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """subset -> split kind -> method -> `aggregate` of the test metrics over splits."""
+    runs: dict[tuple[str, str, str], list[dict[str, float]]] = defaultdict(list)
+    for r in results["runs"]:
+        runs[(r["subset"], r["split"], r["method"])].append(r["metrics"])
+    out: dict[str, dict[str, dict[str, Any]]] = defaultdict(lambda: defaultdict(dict))
+    for (subset, kind, method), metrics in runs.items():
+        out[subset][kind][method] = aggregate(metrics)
+    return {s: dict(k) for s, k in out.items()}
+
+
+def write_markdown(results: dict[str, Any]) -> str:
+    """The whole `results.md`."""
+    opts, machine = results["options"], results["machine"]
+    parts = [
+        "# Accuracy benchmark results\n",
+        f"- machine: {machine['cpu']} ({machine['cores']} cores), GPU: {machine['gpu'] or 'none'};"
+        f" torch {machine['torch']}, {machine['torch_threads']} thread(s); commit "
+        f"{machine['git_commit']}",
+        f"- started {results['started']}, wall time so far {results.get('wall_seconds', 0):.0f} s",
+        f"- random splits N = {opts['n_splits']} (first seed {opts['seed']}),"
+        f" grouped splits {opts['n_grouped']}; width_div {opts['width_div']}; epochs <= "
+        f"{opts['epochs']}, patience {opts['patience']}, lr {opts['lr']}",
+        f"- methods: {', '.join(opts['methods'])}\n",
+        _datasets_md(results["datasets"]),
+    ]
+    for subset, kinds in summary(results).items():
+        for kind, columns in kinds.items():
+            ref = PAPER_TABLE_2.get(subset, {}) if kind == "random" else {}
+            n = max((c.get("top1", {}).get("n", 0) for c in columns.values()), default=0)
+            parts.append(f"## {subset}, {kind} splits (up to {n} split(s))\n")
+            parts.append(markdown_table(columns, reference=ref))
+    parts += [_calibration_md(results), _training_md(results), _openset_md(results)]
+    parts.append(_timing_md(results.get("full_size_epoch", {})))
+    return "\n".join(p for p in parts if p) + "\n"
+
+
+def _datasets_md(datasets: dict[str, Any]) -> str:
+    rows = [
+        "| subset | classes | spectra | samples | spectra/class | grid |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, c in datasets.items():
+        g = c["grid"]
+        per = c["spectra_per_class"]
+        rows.append(
+            f"| {name} | {c['classes']} | {c['spectra']} | {c['samples']} | "
+            f"{per['min']}..{per['max']} | {g['start']:g}-{g['stop']:g} cm-1, {g['points']} pts |"
+        )
+    return "## Data sets\n\n" + "\n".join(rows) + "\n"
+
+
+def _calibration_md(results: dict[str, Any]) -> str:
+    acc: dict[tuple[str, str, str], list[dict[str, float]]] = defaultdict(list)
+    for r in results["runs"]:
+        if "calibration" in r:
+            c = r["calibration"]
+            acc[(r["subset"], r["split"], r["method"])].append(
+                {k: c[k] for k in ("temperature", "ece_before", "ece_after")}
+            )
+    if not acc:
+        return ""
+    rows = [
+        "## Calibration (temperature fitted on validation; ECE on test, 15 bins)\n",
+        "| subset | split | method | T | ECE before | ECE after |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (subset, kind, method), vals in acc.items():
+        a = aggregate(vals)
+        rows.append(
+            f"| {subset} | {kind} | {method} | {a['temperature']['mean']:.3f} | "
+            f"{a['ece_before']['mean']:.4f} | {a['ece_after']['mean']:.4f} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def _training_md(results: dict[str, Any]) -> str:
+    rows = [
+        "## Training runs\n",
+        "| subset | split | seed | method | params | best epoch | epochs run | stopped | s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["runs"]:
+        t = r.get("train")
+        if t:
+            rows.append(
+                f"| {r['subset']} | {r['split']} | {r['seed']} | {r['method']} | "
+                f"{t['parameters']:,} | {t['best_epoch']} | {t['epochs_run']} | {t['stopped']} | "
+                f"{t['train_seconds']:.0f} |"
+            )
+    return "\n".join(rows) + "\n" if len(rows) > 3 else ""
+
+
+def _openset_md(results: dict[str, Any]) -> str:
+    if not results.get("openset"):
+        return ""
+    heads = [
+        "subset",
+        "network",
+        "known / unknown classes",
+        "test known / unknown",
+        "known top-1",
+        "AUROC prob.",
+        "AUROC sim.",
+        "AUROC rule (combined)",
+        "AUROC library HQI",
+        "rule: known accepted",
+        "rule: unknown accepted",
+    ]
+    rows = [
+        "## Open-set rejection (classes held out of training entirely)\n",
+        "| " + " | ".join(heads) + " |",
+        "|" + "---|" * len(heads),
+    ]
+    for name, o in results["openset"].items():
+        a, op = o["auroc"], o["rule_operating_point"]
+        cells = [
+            name,
+            o.get("method", "drcnn"),
+            f"{o['classes_known']} / {o['classes_unknown']}",
+            f"{o['test_known']} / {o['test_unknown']}",
+            f"{o['known_top1']:.4f}",
+            *(f"{a[k]:.4f}" for k in ("probability", "similarity", "combined", "library_hqi")),
+            f"{op['known_accepted']:.3f}",
+            f"{op['unknown_accepted']:.3f}",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def _timing_md(timing: dict[str, Any]) -> str:
+    if not timing:
+        return ""
+    rows = ["## Full-size DRCNN (width_div 1), one training epoch on this CPU (extrapolated)\n"]
+    for name, t in timing.items():
+        rows.append(
+            f"- {name}: {t['parameters']:,} parameters, L = {t['input_length']}; "
+            f"{t['seconds_per_batch']:.1f} s per batch of 32 (median of {t['batches_measured']}, "
+            f"{t['threads']} thread(s)) x {t['batches_per_epoch']} batches = "
+            f"**{t['epoch_seconds_extrapolated'] / 60:.1f} min per epoch** (extrapolated)"
+        )
+    return "\n".join(rows) + "\n"
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def split_figures(
+    name: str, ds: Any, split: Any, scores: np.ndarray, tr: Any, fig_dir: Path
+) -> dict[str, str]:
+    """Confusion matrix, reliability, accuracy-coverage and confused-pair figures of one
+    split's network (returns figure key -> file name)."""
+    from spectra.library import LibrarySearch, pairwise_similarity
+    from training.calibration import (
+        expected_calibration_error,
+        fit_temperature,
+        reliability_bins,
+    )
+    from training.export import class_references
+
+    figs: dict[str, str] = {}
+    y_te, n = ds.y[split.test], len(ds.classes)
+    cm = confusion_matrix(y_te, scores.argmax(1), n)
+    path = plot_confusion(cm, ds.classes, fig_dir / f"{name}_confusion.png")
+    figs[f"{name}_confusion"] = path.name
+    t = fit_temperature(tr.val_logits, ds.y[split.val])
+    before, after = softmax(tr.test_logits), softmax(tr.test_logits, t)
+    path = plot_reliability(
+        reliability_bins(before, y_te),
+        reliability_bins(after, y_te),
+        fig_dir / f"{name}_reliability.png",
+        expected_calibration_error(before, y_te),
+        expected_calibration_error(after, y_te),
+    )
+    figs[f"{name}_reliability"] = path.name
+    refs = class_references(ds.x[split.train], ds.y[split.train], n)
+    pred = after.argmax(1)
+    correct = pred == y_te
+    sim = pairwise_similarity(ds.x[split.test], refs[pred])
+    lib = LibrarySearch(ds.x[split.train], ds.y[split.train]).class_scores(ds.x[split.test], n)
+    curves = {
+        "network: calibrated probability": accuracy_coverage(after.max(1), correct),
+        "network: similarity to reference": accuracy_coverage(sim, correct),
+        "network: probability x similarity": accuracy_coverage(after.max(1) * sim, correct),
+        "cosine search: its own HQI": accuracy_coverage(lib.max(1), lib.argmax(1) == y_te),
+    }
+    path = plot_accuracy_coverage(curves, fig_dir / f"{name}_coverage.png")
+    figs[f"{name}_coverage"] = path.name
+    figs.update(pair_figures(name, ds, split, scores.argmax(1), fig_dir))
+    return figs
+
+
+def pair_figures(
+    name: str, ds: Any, split: Any, pred: np.ndarray, fig_dir: Path, top: int = 3
+) -> dict[str, str]:
+    """For the most confused pairs, a misclassified test spectrum overlaid on the mean training
+    spectrum of the class it was taken for (like the paper's Fig. 7)."""
+    figs = {}
+    axis = ds.grid.axis
+    y_te = ds.y[split.test]
+    cm = confusion_matrix(y_te, pred, len(ds.classes))
+    for i, (true, predicted, count) in enumerate(confused_pairs(cm, ds.classes, top)):
+        a, b = ds.classes.index(true), ds.classes.index(predicted)
+        x_a = ds.x[split.test][(y_te == a) & (pred == b)][0]
+        x_b = ds.x[split.train][ds.y[split.train] == b].mean(axis=0)
+        path = plot_pair(
+            axis,
+            x_a,
+            f"{true} (test spectrum)",
+            x_b,
+            f"{predicted} (training mean)",
+            fig_dir / f"{name}_pair_{i + 1}.png",
+            f"{true} taken for {predicted} ({count}x in this split)",
+        )
+        figs[f"{name}_pair_{i + 1}"] = path.name
+    return figs

@@ -1,0 +1,711 @@
+"""Accuracy benchmark of issue 4: the paper's Table 2 on our RRUFF copy, in one command.
+
+For each subset (dataset_1 = classes with >= 10 spectra, dataset_2 = >= 2, built by the paper's
+rules and cached as .npz), every method runs on the *same* splits: N random stratified 56:14:30
+splits (the paper's protocol) and M splits grouped by RRUFF sample. Methods:
+
+- ``cosine``, ``correlation``: nearest-neighbour library search (HQI) against the training part;
+- ``drcnn``: DRCNN by the paper's protocol; ``drcnn_rs``: with recursive supervision;
+- ``liu``: Liu et al. 2017's CNN;
+- ``drcnn_aug``: DRCNN trained with augmentation; ``drcnn_ls``: with label smoothing;
+  ``drcnn_bn``: BatchNorm running statistics updated with momentum 0.1 instead of Keras' 0.01;
+- ``<net>+lib``: a trained network's calibrated softmax averaged with a softmax over library
+  similarities (temperatures fitted on validation); ``<net>+tta``: test-time augmentation
+  (softmax averaged over shifts of -2..2 grid points).
+
+Besides Table 2 metrics it measures calibration (ECE before/after temperature scaling), an
+open-set rejection experiment (20 % of the classes never seen in training), and optionally the
+wall time of one full-size training epoch. Partial results are rewritten after every run.
+
+    python bench/bench_accuracy.py --subsets dataset_1 --n-splits 3 --width-div 8 --out bench/out/x
+    python bench/bench_accuracy.py --tiny --out /tmp/bench_tiny      # CI: < 2 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy_report import write_markdown
+
+from spectra.grid import Grid
+from spectra.library import LibrarySearch, pairwise_similarity
+from training.augment import AugmentConfig
+from training.calibration import (
+    accuracy_coverage,
+    auroc,
+    choose_rejection,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+)
+from training.datasets import PRESETS, Dataset, SubsetRule, build_dataset
+from training.export import class_references
+from training.metrics import classification_report, confusion_matrix, softmax
+from training.model import (
+    DRCNN,
+    DRCNNConfig,
+    LiuCNN,
+    LiuCNNConfig,
+    count_parameters,
+)
+from training.splits import Split, make_split, stratified_split
+from training.train import Arrays, TrainConfig, fit, load_checkpoint, predict_logits
+
+DEFAULT_RRUFF = Path("/work/shared/data/rruff_excellent_unoriented_2019/excellent_unoriented.zip")
+LIBRARY_METHODS = ("cosine", "correlation")
+AUGMENT = AugmentConfig(shift=2.0, noise=0.005, baseline=0.0, scale=0.1)
+NETWORKS: dict[str, dict[str, Any]] = {
+    "drcnn": {},
+    "drcnn_rs": {"recursive_supervision": True},
+    "liu": {"arch": "liu2017"},
+    "drcnn_aug": {"augment": True},
+    "drcnn_ls": {"label_smoothing": 0.1},
+    "drcnn_bn": {"bn_momentum": 0.1},
+}
+DEFAULT_METHODS = "cosine,correlation,drcnn,drcnn_rs,liu,drcnn_aug,drcnn+lib,drcnn+tta"
+TTA_SHIFTS = (-2, -1, 0, 1, 2)
+LIB_T_BOUNDS = (1e-4, 10.0)  # similarities differ by hundredths: their temperature is small
+
+
+@dataclass
+class Options:
+    """Resolved command-line options."""
+
+    rruff: Path
+    cache: Path
+    out: Path
+    subsets: list[str]
+    n_splits: int
+    n_grouped: int
+    width_div: int
+    epochs: int
+    patience: int
+    lr: float
+    aux_weight: float
+    methods: list[str]
+    device: str
+    threads: int
+    grid_points: int | None
+    max_classes: int | None
+    openset: bool
+    openset_share: float
+    openset_method: str
+    time_full_epoch: int
+    tiny: bool
+    seed: int = 0
+    tag: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def subset_rule(name: str, grid_points: int | None) -> SubsetRule:
+    """The paper's rule for `name`, optionally on a grid of `grid_points` over the same range."""
+    rule = PRESETS[name]
+    if grid_points and grid_points != rule.grid.points:
+        grid = Grid(rule.grid.start, rule.grid.stop, grid_points)
+        rule = replace(rule, name=f"{name}_L{grid_points}", grid=grid)
+    return rule
+
+
+def load_subset(rruff: Path, rule: SubsetRule, cache: Path) -> Dataset:
+    """Build the subset from the RRUFF zip, or load it from the .npz cache."""
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"{Path(rruff).stem}_{rule.name}_{rule.grid.points}.npz"
+    if path.exists():
+        return Dataset.load(path)
+    ds, _ = build_dataset(rruff, rule)
+    ds.info["source"] = str(rruff)
+    ds.save(path)
+    return ds
+
+
+def restrict_classes(ds: Dataset, keep: np.ndarray) -> Dataset:
+    """The spectra of the classes in `keep` (class indices), re-indexed 0..len(keep)-1."""
+    keep = np.sort(np.asarray(keep))
+    remap = np.full(len(ds.classes), -1, dtype=np.int64)
+    remap[keep] = np.arange(keep.size)
+    rows = np.flatnonzero(remap[ds.y] >= 0)
+    return Dataset(
+        ds.x[rows],
+        remap[ds.y[rows]],
+        [ds.classes[i] for i in keep],
+        ds.groups[rows],
+        ds.sources[rows],
+        ds.coverage[rows],
+        ds.grid,
+        dict(ds.info),
+    )
+
+
+def largest_classes(ds: Dataset, k: int) -> np.ndarray:
+    """Indices of the k most populated classes (ties by index)."""
+    counts = np.bincount(ds.y, minlength=len(ds.classes))
+    return np.argsort(-counts, kind="stable")[:k]
+
+
+def dataset_counts(ds: Dataset) -> dict[str, Any]:
+    """Classes, spectra, samples and the build report, for the results."""
+    per_class = np.bincount(ds.y, minlength=len(ds.classes))
+    return {
+        "classes": len(ds.classes),
+        "spectra": len(ds),
+        "samples": int(np.unique(ds.groups).size),
+        "spectra_per_class": {"min": int(per_class.min()), "max": int(per_class.max())},
+        "grid": ds.grid.to_dict(),
+        "build_report": ds.info.get("report", {}),
+    }
+
+
+# ----------------------------------------------------------------------------- networks
+
+
+def build_network(method: str, ds: Dataset, opts: Options) -> nn.Module:
+    """The network of a method, sized for the data set."""
+    spec = NETWORKS[method]
+    length, n = ds.grid.points, len(ds.classes)
+    if spec.get("arch") == "liu2017":
+        return LiuCNN(LiuCNNConfig(input_length=length, n_classes=n, width_div=opts.width_div))
+    cfg = DRCNNConfig(
+        input_length=length,
+        n_classes=n,
+        width_div=opts.width_div,
+        recursive_supervision=bool(spec.get("recursive_supervision")),
+    )
+    net = DRCNN(cfg)
+    if "bn_momentum" in spec:  # the paper's Keras BatchNorm uses 0.01 (see docs/accuracy.md)
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.momentum = spec["bn_momentum"]
+    return net
+
+
+def train_config(method: str, opts: Options, seed: int) -> TrainConfig:
+    """The paper's optimisation settings plus the method's one change."""
+    spec = NETWORKS[method]
+    return TrainConfig(
+        epochs=opts.epochs,
+        patience=opts.patience,
+        lr=opts.lr,
+        seed=seed,
+        device=opts.device,
+        progress=False,
+        label_smoothing=float(spec.get("label_smoothing", 0.0)),
+        aux_weight=opts.aux_weight if spec.get("recursive_supervision") else 0.0,
+        augment=AUGMENT if spec.get("augment") else AugmentConfig(),
+    )
+
+
+@dataclass
+class Trained:
+    """A trained network's logits on one split (what derived methods reuse)."""
+
+    val_logits: np.ndarray
+    test_logits: np.ndarray
+    model: nn.Module
+    info: dict[str, Any]
+
+
+def train_network(
+    method: str, ds: Dataset, split: Split, opts: Options, seed: int, run_dir: Path
+) -> Trained:
+    """Train on the split's training part (early stopping on validation), keep the best."""
+    net = build_network(method, ds, opts)
+    cfg = train_config(method, opts, seed)
+    data = Arrays(ds.x[split.train], ds.y[split.train], ds.x[split.val], ds.y[split.val])
+    result = fit(net, data, cfg, run_dir)
+    model, _ = load_checkpoint(result.best_path)
+    info = {
+        "parameters": count_parameters(model),
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "best_val_acc": result.best_val_acc,
+        "stopped": result.stopped,
+        "train_seconds": round(result.seconds, 1),
+    }
+    for p in run_dir.glob("*.pt"):  # checkpoints of a benchmark are not kept
+        p.unlink()
+    return Trained(
+        predict_logits(model, ds.x[split.val]), predict_logits(model, ds.x[split.test]), model, info
+    )
+
+
+def tta_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """Log of the softmax averaged over integer shifts of the input (zero fill)."""
+    probs = np.zeros((len(x), 0))
+    for s in TTA_SHIFTS:
+        p = softmax(predict_logits(model, shift_points(x, s)))
+        probs = p if probs.size == 0 else probs + p
+    return np.log(probs / len(TTA_SHIFTS) + 1e-12)
+
+
+def shift_points(x: np.ndarray, s: int) -> np.ndarray:
+    """Spectra shifted by `s` grid points to the right (zero fill at the edge)."""
+    out = np.zeros_like(x)
+    if s > 0:
+        out[:, s:] = x[:, :-s]
+    elif s < 0:
+        out[:, :s] = x[:, -s:]
+    else:
+        out[:] = x
+    return out
+
+
+# ----------------------------------------------------------------------------- scores
+
+
+def library_scores(ds: Dataset, split: Split, metric: str, rows: np.ndarray) -> np.ndarray:
+    """Best similarity per class of `rows` against the training part (the library)."""
+    lib = LibrarySearch(ds.x[split.train], ds.y[split.train], metric=metric)
+    scores = lib.class_scores(ds.x[rows], len(ds.classes))
+    return np.where(np.isfinite(scores), scores, -1.0)
+
+
+def ensemble_logits(trained: Trained, ds: Dataset, split: Split) -> np.ndarray:
+    """Log of the mean of the network's calibrated softmax and a softmax over cosine library
+    similarities; both temperatures are fitted on validation."""
+    y_val = ds.y[split.val]
+    t_net = fit_temperature(trained.val_logits, y_val)
+    lib_val = library_scores(ds, split, "cosine", split.val)
+    t_lib = fit_temperature(lib_val, y_val, bounds=LIB_T_BOUNDS)
+    lib_test = library_scores(ds, split, "cosine", split.test)
+    probs = 0.5 * softmax(trained.test_logits, t_net) + 0.5 * softmax(lib_test, t_lib)
+    return np.log(probs + 1e-12)
+
+
+def calibration_stats(trained: Trained, y_val: np.ndarray, y_test: np.ndarray) -> dict[str, Any]:
+    """Temperature fitted on validation; ECE on test before and after."""
+    t = fit_temperature(trained.val_logits, y_val)
+    before, after = softmax(trained.test_logits), softmax(trained.test_logits, t)
+    return {
+        "temperature": t,
+        "ece_before": expected_calibration_error(before, y_test),
+        "ece_after": expected_calibration_error(after, y_test),
+        "bins_before": reliability_bins(before, y_test),
+        "bins_after": reliability_bins(after, y_test),
+    }
+
+
+# ----------------------------------------------------------------------------- open set
+
+
+def openset_experiment(ds: Dataset, opts: Options, seed: int, work: Path) -> dict[str, Any]:
+    """Hold out a share of the classes entirely, train on the rest, and ask how well each
+    "no confident match" score separates known test spectra from unknown ones."""
+    rng = np.random.default_rng(10_000 + seed)
+    n = len(ds.classes)
+    unknown = rng.choice(n, max(1, round(opts.openset_share * n)), replace=False)
+    known = np.setdiff1d(np.arange(n), unknown)
+    kds = restrict_classes(ds, known)
+    split = stratified_split(kds.y, seed)
+    method = opts.openset_method
+    trained = train_network(method, kds, split, opts, seed, work / f"openset_{method}")
+    t = fit_temperature(trained.val_logits, kds.y[split.val])
+    refs = class_references(kds.x[split.train], kds.y[split.train], len(kds.classes))
+    val_p = softmax(trained.val_logits, t)
+    val_s = pairwise_similarity(kds.x[split.val], refs[val_p.argmax(1)])
+    min_p, min_s = choose_rejection(val_p, val_s, kds.y[split.val])
+    unk_rows = np.flatnonzero(np.isin(ds.y, unknown))
+    x_unk = ds.x[unk_rows]
+    known_sc = _open_scores(trained.model, kds.x[split.test], t, refs, kds, split, min_p, min_s)
+    unk_sc = _open_scores(trained.model, x_unk, t, refs, kds, split, min_p, min_s)
+    correct = np.concatenate([known_sc["pred"] == kds.y[split.test], np.zeros(len(x_unk), bool)])
+    out: dict[str, Any] = {
+        "method": method,
+        "classes_known": int(known.size),
+        "classes_unknown": int(unknown.size),
+        "test_known": int(split.test.size),
+        "test_unknown": len(x_unk),
+        "temperature": t,
+        "rule": {"min_probability": min_p, "min_similarity": min_s},
+        "known_top1": float(correct[: split.test.size].mean()),
+        "train": trained.info,
+        "auroc": {},
+        "coverage": {},
+    }
+    for key in ("probability", "similarity", "combined", "library_hqi"):
+        out["auroc"][key] = auroc(known_sc[key], unk_sc[key])
+        conf = np.concatenate([known_sc[key], unk_sc[key]])
+        out["coverage"][key] = accuracy_coverage(conf, correct)
+    acc_k, acc_u = known_sc["combined"] >= 0, unk_sc["combined"] >= 0
+    out["rule_operating_point"] = {
+        "known_accepted": float(acc_k.mean()),
+        "unknown_accepted": float(acc_u.mean()),
+        "accuracy_of_accepted_known": float(
+            (known_sc["pred"] == kds.y[split.test])[acc_k].mean() if acc_k.any() else 0.0
+        ),
+    }
+    return out
+
+
+def _open_scores(
+    model: nn.Module,
+    x: np.ndarray,
+    t: float,
+    refs: np.ndarray,
+    kds: Dataset,
+    split: Split,
+    min_p: float,
+    min_s: float,
+) -> dict[str, np.ndarray]:
+    """Per spectrum: prediction, calibrated top-1 probability, cosine similarity to the
+    predicted class's reference, the card rule's margin (>= 0 means "match": both thresholds
+    passed) and the nearest-neighbour library HQI."""
+    p = softmax(predict_logits(model, x), t)
+    pred = p.argmax(1)
+    sim = pairwise_similarity(x, refs[pred])
+    lib = LibrarySearch(kds.x[split.train], kds.y[split.train])
+    return {
+        "pred": pred,
+        "probability": p.max(1),
+        "similarity": sim,
+        "combined": np.minimum(p.max(1) - min_p, sim - min_s),
+        "library_hqi": lib.similarity(x).max(1),
+    }
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def time_full_epoch(ds: Dataset, n_train: int, batches: int) -> dict[str, Any]:
+    """Wall time of `batches` training steps (batch 32) of the paper-size DRCNN on this CPU,
+    extrapolated to one epoch of `n_train` spectra."""
+    torch.manual_seed(0)
+    net = DRCNN(DRCNNConfig(input_length=ds.grid.points, n_classes=len(ds.classes)))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    x = torch.from_numpy(ds.x[:32]).unsqueeze(1)
+    y = torch.from_numpy(ds.y[:32])
+    net.train()
+    times = []
+    for _ in range(batches + 1):  # the first step warms up allocators: not counted
+        start = time.perf_counter()
+        loss = nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - start)
+    per_batch = float(np.median(times[1:]))
+    n_batches = -(-n_train // 32)
+    return {
+        "parameters": count_parameters(net),
+        "input_length": ds.grid.points,
+        "classes": len(ds.classes),
+        "batches_measured": batches,
+        "seconds_per_batch": per_batch,
+        "batch_times": times,
+        "train_spectra": n_train,
+        "batches_per_epoch": n_batches,
+        "epoch_seconds_extrapolated": per_batch * n_batches,
+        "threads": torch.get_num_threads(),
+        "note": "median of measured steps x batches per epoch (extrapolated, validation excluded)",
+    }
+
+
+# ----------------------------------------------------------------------------- machine
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model and cores from /proc/cpuinfo, GPU name if any, software versions."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "cpu": cpu,
+        "cores": __import__("os").cpu_count(),
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "git_commit": _git_commit(),
+    }
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# ----------------------------------------------------------------------------- orchestration
+
+
+class Bench:
+    """Runs every (subset, split, method) and rewrites results after each one."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.start = time.time()
+        self.results: dict[str, Any] = {
+            "options": _jsonable(opts.__dict__),
+            "machine": machine_info(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "datasets": {},
+            "runs": [],
+            "calibration": {},
+            "openset": {},
+            "figures": {},
+        }
+
+    def save(self) -> None:
+        """Write results.json and results.md (called after every finished unit)."""
+        self.results["wall_seconds"] = round(time.time() - self.start, 1)
+        out = self.opts.out
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(self.results, indent=1) + "\n")
+        (out / "results.md").write_text(write_markdown(self.results))
+
+    def run(self) -> dict[str, Any]:
+        """The whole benchmark."""
+        for name in self.opts.subsets:
+            ds = self._dataset(name)
+            if self.opts.time_full_epoch:
+                n_train = stratified_split(ds.y, 0).train.size
+                timing = time_full_epoch(ds, n_train, self.opts.time_full_epoch)
+                self.results.setdefault("full_size_epoch", {})[name] = timing
+                self.save()
+            kinds = ["random"] * self.opts.n_splits + ["grouped"] * self.opts.n_grouped
+            seeds = list(range(self.opts.n_splits)) + list(range(self.opts.n_grouped))
+            for kind, seed in zip(kinds, seeds, strict=True):
+                self._split(name, ds, kind, self.opts.seed + seed)
+            if self.opts.openset:
+                work = self.opts.out / "work" / name
+                self.results["openset"][name] = openset_experiment(ds, self.opts, 0, work)
+                self._figures_openset(name)
+                self.save()
+        self.save()
+        return self.results
+
+    def _dataset(self, name: str) -> Dataset:
+        rule = subset_rule(name, self.opts.grid_points)
+        ds = load_subset(self.opts.rruff, rule, self.opts.cache)
+        if self.opts.max_classes:
+            ds = restrict_classes(ds, largest_classes(ds, self.opts.max_classes))
+        self.results["datasets"][name] = dataset_counts(ds)
+        self.save()
+        return ds
+
+    def _split(self, name: str, ds: Dataset, kind: str, seed: int) -> None:
+        split = make_split(kind, ds.y, ds.groups, seed)
+        trained: dict[str, Trained] = {}
+        for method in self.opts.methods:
+            t0 = time.time()
+            scores, extra = self._scores(method, ds, split, seed, trained)
+            y_te = ds.y[split.test]
+            rec = {
+                "subset": name,
+                "split": kind,
+                "seed": seed,
+                "method": method + self.opts.tag,
+                "split_sizes": split.sizes(),
+                "metrics": classification_report(scores, y_te, len(ds.classes)),
+                "seconds": round(time.time() - t0, 1),
+                **extra,
+            }
+            pred = scores.argmax(1)
+            rec["confusion_pairs"] = _pairs(confusion_matrix(y_te, pred, len(ds.classes)))
+            self.results["runs"].append(rec)
+            if kind == "random" and seed == self.opts.seed and method == self._figure_method():
+                figs = f"{name}_{method}"
+                self._figures_split(figs, ds, split, scores, trained[method])
+            self.save()
+            print(f"[{name} {kind} {seed}] {method}: top1 {rec['metrics']['top1']:.4f}", flush=True)
+
+    def _figure_method(self) -> str | None:
+        """The network whose first random split gets figures: drcnn, else the first network."""
+        nets = [m for m in self.opts.methods if m in NETWORKS]
+        return "drcnn" if "drcnn" in nets else (nets[0] if nets else None)
+
+    def _scores(
+        self, method: str, ds: Dataset, split: Split, seed: int, trained: dict[str, Trained]
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        if method in LIBRARY_METHODS:
+            return library_scores(ds, split, method, split.test), {}
+        base, _, derived = method.partition("+")
+        if base not in trained:
+            run_dir = self.opts.out / "work" / f"{ds.grid.points}_{base}_{seed}"
+            trained[base] = train_network(base, ds, split, self.opts, seed, run_dir)
+        tr = trained[base]
+        if derived == "lib":
+            return ensemble_logits(tr, ds, split), {}
+        if derived == "tta":
+            return tta_logits(tr.model, ds.x[split.test]), {}
+        cal = calibration_stats(tr, ds.y[split.val], ds.y[split.test])
+        return tr.test_logits, {"train": tr.info, "calibration": cal}
+
+    def _figures_split(
+        self, name: str, ds: Dataset, split: Split, scores: np.ndarray, tr: Trained
+    ) -> None:
+        from accuracy_report import split_figures
+
+        figs = split_figures(name, ds, split, scores, tr, self.opts.out / "figures")
+        self.results["figures"].update(figs)
+
+    def _figures_openset(self, name: str) -> None:
+        from training.plots import plot_accuracy_coverage
+
+        curves = self.results["openset"][name]["coverage"]
+        path = self.opts.out / "figures" / f"{name}_openset_coverage.png"
+        plot_accuracy_coverage(curves, path)
+        self.results["figures"][f"{name}_openset_coverage"] = path.name
+
+
+def _pairs(cm: np.ndarray, top: int = 5) -> list[list[int]]:
+    """The most frequent (true, predicted, count) confusions by class index."""
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    idx = np.argsort(-off.ravel(), kind="stable")[:top]
+    flat = off.ravel()
+    return [[int(i // cm.shape[1]), int(i % cm.shape[1]), int(flat[i])] for i in idx if flat[i]]
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    """Command-line options; --tiny overrides sizes for a CI-speed run."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--rruff", type=Path, default=DEFAULT_RRUFF, help="RRUFF zip or folder")
+    p.add_argument("--cache", type=Path, default=Path("bench/cache"), help="built .npz subsets")
+    p.add_argument("--out", type=Path, default=Path("bench/out/accuracy"))
+    p.add_argument("--subsets", default="dataset_1,dataset_2")
+    p.add_argument("--n-splits", type=int, default=30, help="random splits (paper: 30)")
+    p.add_argument("--n-grouped", type=int, default=1, help="splits grouped by RRUFF sample")
+    p.add_argument("--width-div", type=int, default=1, help="1 = paper sizes; CPU runs use 8")
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--patience", type=int, default=30)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--aux-weight", type=float, default=0.5, help="recursive supervision weight")
+    p.add_argument("--methods", default=DEFAULT_METHODS)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--grid-points", type=int, default=None, help="e.g. 1024 (same 30-1599 range)")
+    p.add_argument("--max-classes", type=int, default=None, help="keep the k largest classes")
+    p.add_argument("--no-openset", action="store_true", help="skip the open-set experiment")
+    p.add_argument("--openset-share", type=float, default=0.2, help="share of classes held out")
+    p.add_argument("--openset-method", default="drcnn", choices=sorted(NETWORKS))
+    p.add_argument("--time-full-epoch", type=int, default=0, metavar="BATCHES")
+    p.add_argument("--seed", type=int, default=0, help="first split seed")
+    p.add_argument("--tag", default="", help="suffix for method names, e.g. @lr1e-4")
+    p.add_argument("--merge", type=Path, nargs="+", help="combine earlier --out dirs into --out")
+    p.add_argument("--tiny", action="store_true", help="6 classes, width/16, 2 epochs, N=1")
+    a = p.parse_args(argv)
+    opts = Options(
+        rruff=a.rruff,
+        cache=a.cache,
+        out=a.out,
+        subsets=[s for s in a.subsets.split(",") if s],
+        n_splits=a.n_splits,
+        n_grouped=a.n_grouped,
+        width_div=a.width_div,
+        epochs=a.epochs,
+        patience=a.patience,
+        lr=a.lr,
+        aux_weight=a.aux_weight,
+        methods=[m for m in a.methods.split(",") if m],
+        device=a.device,
+        threads=a.threads,
+        grid_points=a.grid_points,
+        max_classes=a.max_classes,
+        openset=not a.no_openset,
+        openset_share=a.openset_share,
+        openset_method=a.openset_method,
+        time_full_epoch=a.time_full_epoch,
+        tiny=a.tiny,
+        seed=a.seed,
+        tag=a.tag,
+        extra={"merge": [str(m) for m in a.merge or []]},
+    )
+    if a.tiny:
+        opts = replace(
+            opts,
+            subsets=["dataset_1"],
+            n_splits=1,
+            n_grouped=1,
+            width_div=16,
+            epochs=2,
+            patience=2,
+            max_classes=6,
+            time_full_epoch=0,
+        )
+    _check_methods(opts.methods)
+    return opts
+
+
+def _check_methods(methods: list[str]) -> None:
+    for m in methods:
+        base, _, derived = m.partition("+")
+        ok = m in LIBRARY_METHODS or (base in NETWORKS and derived in ("", "lib", "tta"))
+        if not ok:
+            names = [*LIBRARY_METHODS, *NETWORKS, "<net>+lib", "<net>+tta"]
+            raise SystemExit(f"unknown method {m!r}; choose from {', '.join(names)}")
+
+
+def merge_results(dirs: list[Path], out: Path) -> dict[str, Any]:
+    """One results.json/.md from several runs' out dirs (runs concatenated; the options and
+    machine of the first; per-subset entries of later dirs win)."""
+    parts = [json.loads((Path(d) / "results.json").read_text()) for d in dirs]
+    merged = dict(parts[0])
+    merged["runs"] = [r for p in parts for r in p["runs"]]
+    merged["merged_from"] = {str(d): p["options"] for d, p in zip(dirs, parts, strict=True)}
+    merged["wall_seconds"] = max(p.get("wall_seconds", 0) for p in parts)  # parts may overlap
+    merged["wall_seconds_parts"] = {
+        str(d): p.get("wall_seconds") for d, p in zip(dirs, parts, strict=True)
+    }
+    for key in ("datasets", "figures", "full_size_epoch", "calibration"):
+        merged[key] = {k: v for p in parts for k, v in p.get(key, {}).items()}
+    merged["openset"] = {  # one entry per (subset, network): runs may use different networks
+        f"{k} ({v.get('method', 'drcnn')})": v for p in parts for k, v in p["openset"].items()
+    }
+    methods = [r["method"] for r in merged["runs"]]
+    merged["options"] = {**merged["options"], "methods": list(dict.fromkeys(methods))}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(merged, indent=1) + "\n")
+    (out / "results.md").write_text(write_markdown(merged))
+    return merged
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    opts = parse_args(argv)
+    if opts.extra.get("merge"):
+        merge_results([Path(d) for d in opts.extra["merge"]], opts.out)
+        print(f"merged into {opts.out / 'results.json'}")
+        return 0
+    torch.set_num_threads(opts.threads)
+    if not Path(opts.rruff).exists():
+        raise SystemExit(f"RRUFF data not found: {opts.rruff} (pass --rruff)")
+    results = Bench(opts).run()
+    print(f"wrote {opts.out / 'results.json'} in {results['wall_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

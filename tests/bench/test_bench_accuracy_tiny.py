@@ -1,0 +1,68 @@
+"""The accuracy benchmark's --tiny mode end to end on the real RRUFF data (issue 4).
+
+Runs `bench/bench_accuracy.py --tiny` in a subprocess (a few classes, width/16, 2 epochs, one
+random and one grouped split) and checks that results.json holds every method with every metric
+of the paper's Table 2, plus calibration and open-set entries. Skipped where ../shared/data is
+absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from training.metrics import METRICS
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "bench" / "bench_accuracy.py"
+METHODS = (
+    "cosine",
+    "correlation",
+    "drcnn",
+    "drcnn_rs",
+    "liu",
+    "drcnn_aug",
+    "drcnn+lib",
+    "drcnn+tta",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_tiny_benchmark_writes_every_method_and_metric(
+    shared_rruff_zip: Path, tmp_path: Path
+) -> None:
+    """The built subset is cached under bench/cache (git-ignored), so reruns skip the build."""
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--tiny",
+        "--rruff",
+        str(shared_rruff_zip),
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert (out / "results.md").read_text().startswith("# Accuracy benchmark")
+    for kind in ("random", "grouped"):
+        runs = {r["method"]: r for r in results["runs"] if r["split"] == kind}
+        assert set(runs) == set(METHODS), kind
+        for method, run in runs.items():
+            missing = [m for m in METRICS if m not in run["metrics"]]
+            assert not missing, f"{kind}/{method} lacks {missing}"
+            assert all(0.0 <= run["metrics"][m] <= 1.0 for m in METRICS)
+    cal = next(r["calibration"] for r in results["runs"] if r["method"] == "drcnn")
+    assert {"temperature", "ece_before", "ece_after"} <= set(cal)
+    openset = results["openset"]["dataset_1"]
+    assert set(openset["auroc"]) == {"probability", "similarity", "combined", "library_hqi"}
+    assert results["datasets"]["dataset_1"]["classes"] == 6
+    assert (out / "figures" / "dataset_1_drcnn_confusion.png").is_file()
