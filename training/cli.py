@@ -233,8 +233,34 @@ def cmd_export(args: argparse.Namespace) -> None:
     from training.pipeline import export_run
 
     target = export_run(args.run, args.store, args.name, args.version)
-    write(target, command=" ".join(["raman-train", *sys.argv[1:]]))
+    write(target, command=reproduce_command(args.run, args.store, args.name, target.name))
     print(f"exported {target}")
+
+
+def reproduce_command(run: Path, store: Path, name: str, version: str) -> str:
+    """The single `raman-train all` command that rebuilds this run and exports it."""
+    from training.datasets import Dataset
+    from training.pipeline import RunSpec
+
+    spec = RunSpec.load(run)
+    info = Dataset.load(Path(spec.data)).info
+    grid, model, train = info["rule"]["grid"], spec.model or {}, spec.train or {}
+    aug = train.get("augment", {})
+    parts = [
+        f"OMP_NUM_THREADS=1 raman-train all --rruff {info.get('source', 'RRUFF.zip')}",
+        f"--preset {info['rule']['name']}",
+        f"--grid {grid['start']:g} {grid['stop']:g} {grid['points']}",
+        f"--arch {spec.arch} --width-div {model.get('width_div', 1)}",
+        *([f"--dense-width-div {d}"] if (d := model.get("dense_width_div")) else []),
+        *([f"--rec-channels {model['rec_channels']}"] if "rec_channels" in model else []),
+        *(["--recursive-supervision"] if model.get("recursive_supervision") else []),
+        f"--split {spec.split} --split-seed {spec.split_seed} --seed {train.get('seed', 0)}",
+        f"--epochs {train.get('epochs')} --patience {train.get('patience')}",
+        f"--batch-size {train.get('batch_size')} --lr {train.get('lr')}",
+        *[f"--augment-{k} {v}" for k, v in aug.items() if k != "p" and v],
+        f"--out {run} --store {store} --name {name} --version {version}",
+    ]
+    return " \\\n    ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:

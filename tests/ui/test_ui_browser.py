@@ -327,7 +327,8 @@ def test_jobs_view_needs_a_key_and_explains_problems(page: Page, tmp_path: Path)
     }
     page.set_input_files("#ft-archive", files=[junk])
     page.click("#ft-submit")
-    error = page.locator("#ft-error")
+    # the box may still show the earlier "cannot start yet" message: wait for the server's answer
+    error = page.locator("#ft-error:has-text('The job was not started')")
     error.wait_for(state="visible")
     text = error.inner_text()
     assert text.startswith("The job was not started") and "{" not in text and "urn:" not in text
