@@ -12,7 +12,7 @@ Checks made before anything is written to the store (a failed check leaves the s
 
 from __future__ import annotations
 
-import shutil
+import os
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -124,7 +124,9 @@ def export_version(model: nn.Module, inputs: ExportInputs, store: Path) -> Path:
         card.save(staging)
         ModelCard.load(staging)  # round-trip: what we wrote is what the service will read
         staging.chmod(0o755)  # mkdtemp makes 0700: a server running as another user must read it
-        shutil.move(str(staging), str(target))  # rename within one filesystem: all or nothing
+        # rename within one filesystem: all or nothing, and it fails (rather than nesting the
+        # staging folder inside) if another export created the version meanwhile
+        os.rename(staging, target)
         staging.mkdir()  # TemporaryDirectory wants something to clean up
     return target
 

@@ -145,8 +145,8 @@ def fit(
         }
         state.history.append(record)
         state.epoch = epoch
-        if val_acc > state.best_val_acc:
-            state.best_val_acc, state.best_epoch = val_acc, epoch
+        if _improved(state, val_acc, val_loss, has_val=len(data.y_val) > 0):
+            state.best_val_acc, state.best_val_loss, state.best_epoch = val_acc, val_loss, epoch
             _save(out_dir / "best.pt", model, None, state, cfg, gen)
         _save(out_dir / "last.pt", model, opt, state, cfg, gen)
         if _should_stop(epoch - state.best_epoch >= cfg.patience, device):
@@ -171,9 +171,20 @@ class _State:
     epoch: int = 0
     best_val_acc: float = -1.0
     best_epoch: int = 0
+    best_val_loss: float = math.inf
     history: list[dict[str, float]] = field(default_factory=list)
     gen_state: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _improved(state: _State, val_acc: float, val_loss: float, has_val: bool) -> bool:
+    """Higher validation accuracy wins, ties go to the lower validation loss (tiny validation
+    sets tie often); without validation spectra the latest epoch is the best one."""
+    if not has_val:
+        return True
+    if val_acc != state.best_val_acc:
+        return val_acc > state.best_val_acc
+    return val_loss < state.best_val_loss
 
 
 def _is_main() -> bool:
@@ -183,7 +194,8 @@ def _is_main() -> bool:
 def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     if not dist.is_initialized():
         return model
-    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if device.type == "cuda":  # SyncBatchNorm runs on GPUs only; gloo/CPU keeps local BN
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
@@ -340,6 +352,7 @@ def _save(
         "code_version": code_version(),
         "epoch": state.epoch,
         "best_val_acc": state.best_val_acc,
+        "best_val_loss": state.best_val_loss,
         "best_epoch": state.best_epoch,
         "history": state.history,
         "extra": state.extra,
@@ -359,12 +372,13 @@ def _load_last(
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
     return _State(
-        ckpt["epoch"],
-        ckpt["best_val_acc"],
-        ckpt["best_epoch"],
-        ckpt["history"],
-        ckpt.get("generator"),
-        ckpt.get("extra", {}),
+        epoch=ckpt["epoch"],
+        best_val_acc=ckpt["best_val_acc"],
+        best_epoch=ckpt["best_epoch"],
+        best_val_loss=ckpt.get("best_val_loss", math.inf),
+        history=ckpt["history"],
+        gen_state=ckpt.get("generator"),
+        extra=ckpt.get("extra", {}),
     )
 
 
