@@ -9,13 +9,13 @@ Two workers finishing at once must never pick the same version: the allocation a
 from __future__ import annotations
 
 import fcntl
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-ACTIVE_FILE = "ACTIVE"
+from spectra import card
+
+ACTIVE_FILE = card.ACTIVE_FILE
 """Must equal `service.registry.ACTIVE_FILE` (a test checks)."""
 LOCK_FILE = ".version.lock"
 
@@ -38,13 +38,4 @@ def write_active(store: Path, name: str, version: str) -> None:
     model_dir = Path(store) / name
     if not (model_dir / version).is_dir():
         raise FileNotFoundError(f"{model_dir / version} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".ACTIVE.", dir=model_dir)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(version + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, model_dir / ACTIVE_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    card.write_active(model_dir, version)

@@ -9,17 +9,17 @@ highest version (numeric versions sort numerically, after any non-numeric ones).
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from service.errors import ModelNotFound
+from spectra import card
+from spectra.card import write_active
 
 log = logging.getLogger(__name__)
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-ACTIVE_FILE = "ACTIVE"
+ACTIVE_FILE = card.ACTIVE_FILE
 
 FileState = tuple[tuple[str, int, int], ...]
 """(file name, size, mtime in ns) of each file of a version directory."""
@@ -90,17 +90,7 @@ class ModelStore:
 
     def set_active(self, name: str, version: str) -> None:
         """Persist `version` as active: write a temporary file, then rename it over ACTIVE."""
-        model_dir = self.version_dir(name, version).parent
-        fd, tmp = tempfile.mkstemp(prefix=".ACTIVE.", dir=model_dir)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(version + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, model_dir / ACTIVE_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_active(self.version_dir(name, version).parent, version)
 
     def _read_active(self, name: str) -> str | None:
         path = self._inside(name, ACTIVE_FILE)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from spectra.grid import Grid
 CARD_FILE = "model.json"
 ONNX_FILE = "model.onnx"
 REFERENCES_FILE = "references.npz"
+ACTIVE_FILE = "ACTIVE"
+"""`<store>/<name>/ACTIVE` holds the version that name serves (default: the highest)."""
 SCHEMA_VERSION = 1
 
 
@@ -118,6 +122,21 @@ class ModelCard:
             raise CardError("card lists a class twice")
         if not self.calibration.temperature > 0:
             raise CardError("calibration temperature must be positive")
+
+
+def write_active(model_dir: Path, version: str) -> None:
+    """Persist `version` as the active one of `model_dir` (`<store>/<name>`): write a temporary
+    file, fsync, rename over ACTIVE, so a reader never sees a half-written marker."""
+    fd, tmp = tempfile.mkstemp(prefix=".ACTIVE.", dir=model_dir)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(version + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, Path(model_dir) / ACTIVE_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def sha256_file(path: Path) -> str:
