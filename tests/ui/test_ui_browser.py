@@ -293,11 +293,18 @@ def test_corrupt_file_error_in_words(page: Page) -> None:
     shot(page, "corrupt-file-error")
 
 
+def open_details(page: Page, selector: str) -> None:
+    """Open a <details> element deterministically: a click on its summary toggles it, so a click
+    that lands twice (or on an already open one) under load would close it again."""
+    page.locator(selector).evaluate("d => { d.open = true; }")
+    page.locator(f"{selector} > :not(summary)").first.wait_for(state="visible")
+
+
 def test_pasted_columns_are_identified(page: Page, scenario: Scenario) -> None:
     lines = [
         ln for ln in scenario.query.read_text(errors="replace").splitlines() if ln[:1].isdigit()
     ]
-    page.click("#paste-box summary")
+    open_details(page, "#paste-box")
     page.fill("#paste-text", "\n".join(lines))
     page.click("#paste-submit")
     page.wait_for_selector(".result:has-text('pasted spectrum.txt') .hit")
@@ -341,7 +348,7 @@ def test_start_follow_and_cancel_jobs(page: Page, tmp_path: Path) -> None:
     archive = tmp_path / "new-classes.zip"
     archive.write_bytes(ft.zip_archive(ft.folder_files(ft.NEW_PEAKS, 4, seed=1)))
     page.select_option("#ft-base-model", BASE)
-    page.click(".advanced summary")
+    open_details(page, ".advanced")
     page.fill("#ft-epochs", "3")
     page.set_input_files("#ft-archive", str(archive))
     page.click("#ft-submit")
