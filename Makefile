@@ -36,4 +36,4 @@ pytest:
 deploy-check:
 	bash deploy/validate.sh
 
-test: install-dev lint typecheck pytest deploy-check
+test: install-dev lint typecheck deploy-check pytest
