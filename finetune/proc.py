@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -35,6 +36,16 @@ def _watch_parent(parent_pid: int) -> None:
     while os.getppid() == parent_pid:
         time.sleep(0.5)
     os._exit(1)
+
+
+def terminate(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGTERM a child, then SIGKILL it if it is still there after `grace_s`; reap it."""
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def describe_exit(code: int | None) -> str:

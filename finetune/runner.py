@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from finetune.proc import describe_exit
+from finetune.proc import describe_exit, terminate
 from finetune.records import JobRecord
 from finetune.schemas import TERMINAL
 from finetune.store import JobStore
@@ -145,12 +145,7 @@ class LocalProcessRunner:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.terminate()
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, grace_s)
 
     @property
     def pid(self) -> int | None:

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from finetune.proc import describe_exit, die_with_parent
+from finetune.proc import describe_exit, die_with_parent, terminate
 from finetune.records import JobRecord, worker_id
 from finetune.runner import child_env
 from finetune.store import JOURNAL_MODES, JobStore
@@ -141,7 +141,7 @@ class Worker:
                 cancel_seen = now
             late = cancel_seen is not None and now - cancel_seen > self.args.cancel_grace_s
             if self.stopping or (late and not self._publishing(job.id)):
-                _end(proc, self.args.cancel_grace_s)
+                terminate(proc, self.args.cancel_grace_s)
         self.settle(job.id, proc.returncode)
 
     def _publishing(self, job_id: str) -> bool:
@@ -177,16 +177,6 @@ class Worker:
         end = time.monotonic() + seconds
         while not self.stopping and time.monotonic() < end:
             time.sleep(min(TICK_S, seconds))
-
-
-def _end(proc: subprocess.Popen[bytes], grace_s: float) -> None:
-    """SIGTERM, then SIGKILL if the child is still there after `grace_s`."""
-    proc.terminate()
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

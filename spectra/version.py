@@ -17,20 +17,16 @@ def code_version() -> str:
         base = "0+unknown"
     root = Path(__file__).resolve().parents[1]
     try:
-        sha = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
+        sha = _git(root, "rev-parse", "--short", "HEAD")
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return base
     return f"{base}+g{sha}{'.dirty' if dirty else ''}"
+
+
+def _git(root: Path, *args: str) -> str:
+    """Output of one git command in `root` (raises when git is missing or fails)."""
+    done = subprocess.run(
+        ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=5, check=True
+    )
+    return done.stdout.strip()

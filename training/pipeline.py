@@ -89,15 +89,23 @@ def train_run(spec: RunSpec, run_dir: Path, resume: bool = False, on_epoch: Any 
     return result
 
 
+def load_run(
+    run_dir: Path, ds: Dataset | None = None
+) -> tuple[RunSpec, Dataset, nn.Module, dict[str, Any], Split]:
+    """A finished run's spec, data set, best network, checkpoint and (recomputed) split."""
+    spec = RunSpec.load(run_dir)
+    ds = ds or Dataset.load(Path(spec.data))
+    model, ckpt = load_checkpoint(run_dir / "best.pt")
+    split, _ = split_arrays(ds, spec, ckpt["train_config"]["seed"])
+    return spec, ds, model, ckpt, split
+
+
 def evaluate_run(run_dir: Path, ds: Dataset | None = None) -> dict[str, Any]:
     """Test metrics of the best checkpoint, plus the library search on the same split;
     writes metrics.json, metrics.md and confusion.png."""
     from training.plots import plot_confusion
 
-    spec = RunSpec.load(run_dir)
-    ds = ds or Dataset.load(Path(spec.data))
-    model, ckpt = load_checkpoint(run_dir / "best.pt")
-    split, _ = split_arrays(ds, spec, ckpt["train_config"]["seed"])
+    _, ds, model, ckpt, split = load_run(run_dir, ds)
     ev = evaluate_split(model, ds, split)
     ev["training"] = {k: ckpt[k] for k in ("best_val_acc", "best_epoch", "epoch", "code_version")}
     (run_dir / "metrics.json").write_text(json.dumps(ev, indent=2) + "\n")
@@ -149,10 +157,7 @@ def calibrate(
 
 def export_run(run_dir: Path, store: Path, name: str, version: str | None = None) -> Path:
     """Calibrate on validation, measure on test, and publish a model version."""
-    spec = RunSpec.load(run_dir)
-    ds = Dataset.load(Path(spec.data))
-    model, ckpt = load_checkpoint(run_dir / "best.pt")
-    split, _ = split_arrays(ds, spec, ckpt["train_config"]["seed"])
+    spec, ds, model, ckpt, split = load_run(run_dir)
     refs = class_references(ds.x[split.train], ds.y[split.train], len(ds.classes))
     calibration, cal_stats = calibrate(model, ds, split, refs)
     ev = evaluate_split(model, ds, split)
