@@ -101,9 +101,75 @@ def write_markdown(results: dict[str, Any]) -> str:
             n = max((c.get("top1", {}).get("n", 0) for c in columns.values()), default=0)
             parts.append(f"## {subset}, {kind} splits (up to {n} split(s))\n")
             parts.append(markdown_table(columns, reference=ref))
+            parts.append(_time_limited_md(results, subset, kind))
+    parts.append(_paired_md(results))
     parts += [_calibration_md(results), _training_md(results), _openset_md(results)]
     parts.append(_timing_md(results.get("full_size_epoch", {})))
     return "\n".join(p for p in parts if p) + "\n"
+
+
+def _time_limited_md(results: dict[str, Any], subset: str, kind: str) -> str:
+    """A line naming the trainings of this table that --deadline cut short (if any)."""
+    cut = [
+        f"{r['method']} (seed {r['seed']}, {r['train']['epochs_run']} epochs)"
+        for r in results["runs"]
+        if r["subset"] == subset
+        and r["split"] == kind
+        and r.get("train", {}).get("stopped") == "time_limit"
+    ]
+    return f"Stopped by the time limit, not by early stopping: {', '.join(cut)}.\n" if cut else ""
+
+
+def paired(
+    results: dict[str, Any], baseline: str = "cosine", metric: str = "top1"
+) -> list[dict[str, Any]]:
+    """Each method against `baseline` on exactly the splits (subset, kind, seed) both ran on:
+    mean of both, mean and std of the per-split difference, and wins/ties/losses."""
+    score: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
+    for r in results["runs"]:
+        score[(r["subset"], r["split"], r["method"])][r["seed"]] = r["metrics"][metric]
+    rows = []
+    for (subset, kind, method), by_seed in score.items():
+        base = score.get((subset, kind, baseline), {})
+        seeds = sorted(set(by_seed) & set(base))
+        if method == baseline or not seeds:
+            continue
+        diff = np.array([by_seed[s] - base[s] for s in seeds])
+        rows.append(
+            {
+                "subset": subset,
+                "split": kind,
+                "method": method,
+                "n": len(seeds),
+                "method_mean": float(np.mean([by_seed[s] for s in seeds])),
+                "baseline_mean": float(np.mean([base[s] for s in seeds])),
+                "diff_mean": float(diff.mean()),
+                "diff_std": float(diff.std(ddof=1)) if diff.size > 1 else 0.0,
+                "wins": int((diff > 0).sum()),
+                "ties": int((diff == 0).sum()),
+                "losses": int((diff < 0).sum()),
+            }
+        )
+    return rows
+
+
+def _paired_md(results: dict[str, Any]) -> str:
+    rows = paired(results)
+    if not rows:
+        return ""
+    lines = [
+        "## Against cosine library search on the same splits (top-1)\n",
+        "| subset | split | method | N | its top-1 | cosine top-1 | difference | W/T/L |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['subset']} | {r['split']} | {r['method']} | {r['n']} | "
+            f"{r['method_mean']:.4f} | {r['baseline_mean']:.4f} | "
+            f"{r['diff_mean']:+.4f} ± {r['diff_std']:.4f} | "
+            f"{r['wins']} / {r['ties']} / {r['losses']} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _datasets_md(datasets: dict[str, Any]) -> str:
@@ -221,13 +287,12 @@ def split_figures(
 ) -> dict[str, str]:
     """Confusion matrix, reliability, accuracy-coverage and confused-pair figures of one
     split's network (returns figure key -> file name)."""
-    from spectra.library import LibrarySearch, pairwise_similarity
+    from spectra.library import LibrarySearch, class_references, pairwise_similarity
     from training.calibration import (
         expected_calibration_error,
         fit_temperature,
         reliability_bins,
     )
-    from training.export import class_references
 
     figs: dict[str, str] = {}
     y_te, n = ds.y[split.test], len(ds.classes)

@@ -53,3 +53,11 @@ class LibrarySearch:
 def pairwise_similarity(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
     """Cosine similarity of each query row with the matching reference row."""
     return np.sum(unit_rows(queries) * unit_rows(references), axis=1)
+
+
+def class_references(x: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Mean spectrum of each class over the given (training) spectra; [C, L]."""
+    sums = np.zeros((n_classes, x.shape[1]), dtype=np.float64)
+    np.add.at(sums, y, x)
+    n = np.bincount(y, minlength=n_classes)[:, None]
+    return (sums / np.maximum(n, 1)).astype(np.float32)

@@ -175,14 +175,6 @@ def _card(inputs: ExportInputs, onnx_path: Path, parity: float) -> ModelCard:
     )
 
 
-def class_references(x: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
-    """Mean spectrum of each class over the given (training) spectra; [C, L]."""
-    sums = np.zeros((n_classes, x.shape[1]), dtype=np.float64)
-    np.add.at(sums, y, x)
-    n = np.bincount(y, minlength=n_classes)[:, None]
-    return (sums / np.maximum(n, 1)).astype(np.float32)
-
-
 def next_version(store: Path, name: str) -> str:
     """One more than the highest integer version under `<store>/<name>/` ("1" when none)."""
     root = Path(store) / name

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from spectra.card import ModelCard
-from training.export import ExportInputs, class_references, export_version, load_weights
+from spectra.library import class_references
+from training.export import ExportInputs, export_version, load_weights
 from training.metrics import classification_report
 from training.model import DRCNN, arch_of
 from training.pipeline import calibrate

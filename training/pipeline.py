@@ -16,10 +16,10 @@ import numpy as np
 from torch import nn
 
 from spectra.card import Calibration
-from spectra.library import LibrarySearch, pairwise_similarity
+from spectra.library import LibrarySearch, class_references, pairwise_similarity
 from training.calibration import choose_rejection, expected_calibration_error, fit_temperature
 from training.datasets import Dataset, top_up
-from training.export import ExportInputs, class_references, export_version, next_version
+from training.export import ExportInputs, export_version, next_version
 from training.metrics import classification_report, confusion_matrix, softmax
 from training.model import DRCNN, DRCNNConfig, LiuCNN, LiuCNNConfig
 from training.splits import Split, make_split

@@ -126,8 +126,9 @@ def build_base_model(store: Path, name: str = BASE_MODEL, epochs: int = 6) -> Pa
     import torch
 
     from spectra.card import Calibration
+    from spectra.library import class_references
     from spectra.preprocess import Preprocessor
-    from training.export import ExportInputs, class_references, export_version
+    from training.export import ExportInputs, export_version
     from training.model import DRCNN, DRCNNConfig, arch_of
     from training.train import Arrays, TrainConfig, fit
 

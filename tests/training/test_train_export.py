@@ -17,6 +17,7 @@ import torch
 
 from spectra.card import ONNX_FILE, REFERENCES_FILE, Calibration, ModelCard, sha256_file
 from spectra.grid import Grid
+from spectra.library import class_references
 from spectra.preprocess import Preprocessor
 from spectra.version import code_version
 from training.export import (
@@ -26,7 +27,6 @@ from training.export import (
     ExportError,
     ExportInputs,
     check_graph,
-    class_references,
     export_version,
     load_weights,
     next_version,

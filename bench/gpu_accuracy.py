@@ -1,0 +1,175 @@
+"""The full-size accuracy table on one GPU in one call: `bench_accuracy.py` jobs run side by side.
+
+A lent GPU machine gives this project a few minutes, not hours, so the paper-size runs are split
+into independent `bench_accuracy.py` processes that share the GPU (each trains a ~105 M-parameter
+DRCNN at batch 32, which leaves most of the card idle), all on the same split seeds, all stopped
+by one wall-clock deadline. Each job writes its own `results.json` under `$OUT/parts/<job>`
+after every (split, method) unit, so whatever finished before the deadline (or a kill) is kept;
+`bench_accuracy.py --merge` then combines the parts into one table (run locally, see
+docs/accuracy.md). No network access is needed: the subsets come as the `.npz` cache built by
+`bench_accuracy.py` (`--cache`), and matplotlib, if the machine lacks it, from a folder of
+wheels that are unpacked onto `sys.path` (no pip needed).
+
+    # on the GPU machine (see docs/accuracy.md for how the cache and wheels travel)
+    python3 bench/gpu_accuracy.py --cache .gpu/cache --wheels .gpu/wheels --deadline 480
+    # the same plan in miniature on a CPU (a few classes, width/16, 2 epochs)
+    python bench/gpu_accuracy.py --smoke --out /tmp/gpu_smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench" / "bench_accuracy.py"
+D1, D2 = "dataset_1", "dataset_2"
+
+# job name -> bench_accuracy.py arguments. Every job includes `cosine` so that each network is
+# compared with the library search on exactly the splits it ran on. Most important units first:
+# a job stops at the deadline, keeping what it finished.
+PLAN: dict[str, list[str]] = {
+    "d1_random_drcnn": [
+        "--subsets", D1, "--n-splits", "30", "--n-grouped", "0", "--no-openset",
+        "--methods", "cosine,correlation,drcnn,drcnn+lib,drcnn+tta",
+    ],
+    "d1_random_rs_liu": [
+        "--subsets", D1, "--n-splits", "30", "--n-grouped", "0", "--no-openset",
+        "--methods", "cosine,drcnn_rs,liu,drcnn_rs+lib",
+    ],
+    "d1_grouped": [
+        "--subsets", D1, "--n-splits", "0", "--n-grouped", "5", "--no-openset",
+        "--methods", "cosine,correlation,drcnn,drcnn+lib,drcnn_rs,drcnn_rs+lib,liu",
+    ],
+    "d1_openset": [
+        "--subsets", D1, "--n-splits", "0", "--n-grouped", "0", "--methods", "cosine",
+        "--openset-method", "drcnn",
+    ],
+    "d2_random_drcnn": [
+        "--subsets", D2, "--n-splits", "30", "--n-grouped", "0", "--no-openset",
+        "--methods", "cosine,correlation,drcnn,drcnn+lib",
+    ],
+    "d2_grouped": [
+        "--subsets", D2, "--n-splits", "0", "--n-grouped", "5", "--no-openset",
+        "--methods", "cosine,correlation,drcnn,drcnn+lib,drcnn_rs,drcnn_rs+lib",
+    ],
+    "d2_random_rs": [
+        "--subsets", D2, "--n-splits", "30", "--n-grouped", "0", "--no-openset",
+        "--methods", "cosine,drcnn_rs,drcnn_rs+lib",
+    ],
+    "d2_random_liu_aug": [
+        "--subsets", D2, "--n-splits", "30", "--n-grouped", "0", "--no-openset",
+        "--methods", "cosine,liu,drcnn_aug,drcnn_aug+lib",
+    ],
+}  # fmt: skip
+SMOKE_ARGS = ["--width-div", "16", "--epochs", "2", "--patience", "2", "--max-classes", "6"]
+
+# module -> wheel name prefix, for what bench_accuracy.py imports beyond numpy and torch
+WHEELS = {
+    "matplotlib": "matplotlib",
+    "contourpy": "contourpy",
+    "cycler": "cycler",
+    "fontTools": "fonttools",
+    "kiwisolver": "kiwisolver",
+    "packaging": "packaging",
+    "PIL": "pillow",
+    "pyparsing": "pyparsing",
+    "dateutil": "python_dateutil",
+    "six": "six",
+}
+
+
+def unpack_missing(wheels: Path, site: Path) -> list[str]:
+    """Unpack the wheel of every module in WHEELS that this Python cannot import; returns the
+    wheels unpacked (a wheel is a zip laid out for site-packages, so no pip is needed)."""
+    done = []
+    for module, prefix in WHEELS.items():
+        if importlib.util.find_spec(module) is not None:
+            continue
+        found = sorted(wheels.glob(f"{prefix}-*.whl"))
+        if not found:
+            raise SystemExit(f"{module} is missing and no {prefix}-*.whl is in {wheels}")
+        with zipfile.ZipFile(found[-1]) as z:
+            z.extractall(site)
+        done.append(found[-1].name)
+    return done
+
+
+def launch(
+    name: str, args: list[str], opts: argparse.Namespace, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """Start one bench job; its stdout and stderr go to logs/<name>.log."""
+    out = opts.out / "parts" / name
+    cmd = [sys.executable, str(BENCH), *args, "--out", str(out), "--cache", str(opts.cache)]
+    cmd += ["--deadline", str(opts.deadline), "--threads", str(opts.threads)]
+    cmd += ["--device", opts.device, "--rruff", str(opts.rruff)]
+    if opts.smoke:
+        cmd += SMOKE_ARGS
+    log = (opts.out / "logs" / f"{name}.log").open("w")
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+
+def gpu_monitor(out: Path) -> subprocess.Popen[bytes] | None:
+    """nvidia-smi utilisation and memory every 5 s into gpu_util.csv (when there is a GPU)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    query = "timestamp,name,utilization.gpu,memory.used,memory.total,power.draw"
+    f = (out / "gpu_util.csv").open("w")
+    return subprocess.Popen(
+        [smi, f"--query-gpu={query}", "--format=csv", "-l", "5"], stdout=f, stderr=f
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench/out/gpu")))
+    p.add_argument("--cache", type=Path, default=REPO / "bench" / "cache")
+    p.add_argument("--wheels", type=Path, default=None, help="wheels for missing modules")
+    p.add_argument("--rruff", type=Path, default=Path("excellent_unoriented.zip"))
+    p.add_argument("--deadline", type=float, default=480.0, help="seconds for every job")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads per job")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--jobs", default=",".join(PLAN), help="comma-separated subset of the plan")
+    p.add_argument("--smoke", action="store_true", help="the plan in miniature (CPU check)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the plan; write plan.json, logs/, parts/ and gpu_util.csv under --out."""
+    opts = parse_args(argv)
+    start = time.time()
+    (opts.out / "logs").mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(opts.threads), MPLBACKEND="Agg")
+    paths = [str(REPO)]
+    unpacked: list[str] = []
+    if opts.wheels is not None:
+        site = Path("/tmp/gpu_accuracy_site")
+        unpacked = unpack_missing(opts.wheels, site)
+        paths.append(str(site))
+    env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    jobs = {n: PLAN[n] for n in opts.jobs.split(",") if n}
+    plan = {"jobs": jobs, "deadline_s": opts.deadline, "smoke": opts.smoke, "unpacked": unpacked}
+    (opts.out / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
+    monitor = gpu_monitor(opts.out)
+    procs = {name: launch(name, args, opts, env) for name, args in jobs.items()}
+    codes = {name: p.wait() for name, p in procs.items()}
+    if monitor is not None:
+        monitor.terminate()
+    summary = {"exit_codes": codes, "wall_seconds": round(time.time() - start, 1)}
+    (opts.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps(summary))
+    return 0 if all(c == 0 for c in codes.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
