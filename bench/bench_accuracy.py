@@ -62,7 +62,14 @@ from training.model import (
     count_parameters,
 )
 from training.splits import Split, make_split, stratified_split
-from training.train import Arrays, TrainConfig, fit, load_checkpoint, predict_logits
+from training.train import (
+    Arrays,
+    TrainConfig,
+    fit,
+    load_checkpoint,
+    predict_logits,
+    resolve_device,
+)
 
 DEFAULT_RRUFF = Path("/work/shared/data/rruff_excellent_unoriented_2019/excellent_unoriented.zip")
 LIBRARY_METHODS = ("cosine", "correlation")
@@ -243,7 +250,8 @@ def train_network(
     cfg = train_config(method, opts, seed)
     data = Arrays(ds.x[split.train], ds.y[split.train], ds.x[split.val], ds.y[split.val])
     result = fit(net, data, cfg, run_dir)
-    model, _ = load_checkpoint(result.best_path)
+    # evaluate where it trained: a paper-size DRCNN on 2 CPU threads takes minutes per split
+    model, _ = load_checkpoint(result.best_path, str(resolve_device(cfg.device)))
     info = {
         "parameters": count_parameters(model),
         "best_epoch": result.best_epoch,

@@ -2,18 +2,20 @@
 
 A lent GPU machine gives this project a few minutes, not hours, so the paper-size runs are split
 into independent `bench_accuracy.py` processes that share the GPU (each trains a ~105 M-parameter
-DRCNN at batch 32, which leaves most of the card idle), all on the same split seeds, all stopped
-by one wall-clock deadline. Each job writes its own `results.json` under `$OUT/parts/<job>`
-after every (split, method) unit, so whatever finished before the deadline (or a kill) is kept;
+DRCNN at batch 32), all on the same split seeds, all stopped by one wall-clock deadline (a job
+still running `--grace` seconds later is killed). Each job rewrites its own `results.json` under
+`<work>/parts/<job>` after every (split, method) unit, so whatever finished is kept; at the end
+the whole work folder (logs, parts, figures, GPU utilisation) is packed into one
+`$OUT/gpu_accuracy.tgz`, because a device call returns at most 8 files, 2 folders deep.
 `bench_accuracy.py --merge` then combines the parts into one table (run locally, see
 docs/accuracy.md). No network access is needed: the subsets come as the `.npz` cache built by
 `bench_accuracy.py` (`--cache`), and matplotlib, if the machine lacks it, from a folder of
 wheels that are unpacked onto `sys.path` (no pip needed).
 
     # on the GPU machine (see docs/accuracy.md for how the cache and wheels travel)
-    python3 bench/gpu_accuracy.py --cache .gpu/cache --wheels .gpu/wheels --deadline 480
+    python3 bench/gpu_accuracy.py --cache .gpu/cache --wheels .gpu/wheels --deadline 420
     # the same plan in miniature on a CPU (a few classes, width/16, 2 epochs)
-    python bench/gpu_accuracy.py --smoke --out /tmp/gpu_smoke
+    python bench/gpu_accuracy.py --smoke --work /tmp/gpu_smoke --out /tmp/gpu_smoke_out
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import zipfile
 from pathlib import Path
@@ -107,13 +110,13 @@ def launch(
     name: str, args: list[str], opts: argparse.Namespace, env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
     """Start one bench job; its stdout and stderr go to logs/<name>.log."""
-    out = opts.out / "parts" / name
+    out = opts.work / "parts" / name
     cmd = [sys.executable, str(BENCH), *args, "--out", str(out), "--cache", str(opts.cache)]
     cmd += ["--deadline", str(opts.deadline), "--threads", str(opts.threads)]
     cmd += ["--device", opts.device, "--rruff", str(opts.rruff)]
     if opts.smoke:
         cmd += SMOKE_ARGS
-    log = (opts.out / "logs" / f"{name}.log").open("w")
+    log = (opts.work / "logs" / f"{name}.log").open("w")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
 
@@ -133,10 +136,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench/out/gpu")))
+    p.add_argument("--work", type=Path, default=Path("/tmp/gpu_accuracy"), help="jobs' folder")
     p.add_argument("--cache", type=Path, default=REPO / "bench" / "cache")
     p.add_argument("--wheels", type=Path, default=None, help="wheels for missing modules")
     p.add_argument("--rruff", type=Path, default=Path("excellent_unoriented.zip"))
-    p.add_argument("--deadline", type=float, default=480.0, help="seconds for every job")
+    p.add_argument("--deadline", type=float, default=420.0, help="seconds for every job")
+    p.add_argument("--grace", type=float, default=60.0, help="then running jobs are killed")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads per job")
     p.add_argument("--device", default="auto")
     p.add_argument("--jobs", default=",".join(PLAN), help="comma-separated subset of the plan")
@@ -144,11 +149,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def wait_all(procs: dict[str, subprocess.Popen[bytes]], until: float) -> dict[str, int | None]:
+    """Exit codes once every job ended or `until` (time.time()) passed; late jobs are killed
+    (None): their finished units are already on disk."""
+    codes: dict[str, int | None] = {}
+    for name, p in procs.items():
+        try:
+            codes[name] = p.wait(timeout=max(until - time.time(), 0.1))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            codes[name] = None
+    return codes
+
+
+def pack(work: Path, out: Path) -> Path:
+    """The work folder (checkpoints left out) as one tarball in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "gpu_accuracy.tgz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(work, arcname=work.name, filter=lambda i: None if i.name.endswith(".pt") else i)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the plan; write plan.json, logs/, parts/ and gpu_util.csv under --out."""
+    """Run the plan in --work (plan.json, logs/, parts/, gpu_util.csv, summary.json), then pack
+    it into --out/gpu_accuracy.tgz."""
     opts = parse_args(argv)
     start = time.time()
-    (opts.out / "logs").mkdir(parents=True, exist_ok=True)
+    if opts.work.exists() and any(opts.work.iterdir()):
+        raise SystemExit(f"{opts.work} is not empty: pass a new --work folder")
+    (opts.work / "logs").mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(opts.threads), MPLBACKEND="Agg")
     paths = [str(REPO)]
     unpacked: list[str] = []
@@ -159,15 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     jobs = {n: PLAN[n] for n in opts.jobs.split(",") if n}
     plan = {"jobs": jobs, "deadline_s": opts.deadline, "smoke": opts.smoke, "unpacked": unpacked}
-    (opts.out / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
-    monitor = gpu_monitor(opts.out)
+    (opts.work / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
+    monitor = gpu_monitor(opts.work)
     procs = {name: launch(name, args, opts, env) for name, args in jobs.items()}
-    codes = {name: p.wait() for name, p in procs.items()}
+    codes = wait_all(procs, start + opts.deadline + opts.grace)
     if monitor is not None:
         monitor.terminate()
     summary = {"exit_codes": codes, "wall_seconds": round(time.time() - start, 1)}
-    (opts.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(json.dumps(summary))
+    (opts.work / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps(summary), "->", pack(opts.work, opts.out))
     return 0 if all(c == 0 for c in codes.values()) else 1
 
 

@@ -429,4 +429,4 @@ def load_checkpoint(path: Path, device: str = "cpu") -> tuple[nn.Module, dict[st
     ckpt = torch.load(path, map_location=device, weights_only=False)
     model = build_model(ckpt["arch"])
     model.load_state_dict(ckpt["model"])
-    return model.eval(), ckpt
+    return model.to(device).eval(), ckpt

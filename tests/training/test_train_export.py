@@ -192,6 +192,28 @@ def test_early_stopping_when_validation_never_improves(arrays: Arrays, tmp_path:
     assert (result.best_epoch, result.epochs_run) == (1, 3)
 
 
+def test_without_per_epoch_checkpoints_best_weights_are_written_once_at_the_end(
+    trained: dict[str, Any], arrays: Arrays, tmp_path: Path
+) -> None:
+    """Same seed, same data: the in-memory best equals what checkpointing saved."""
+    result = fit(tiny_model(), arrays, train_config(checkpoint_every_epoch=False), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+    assert result.history == trained["result"].history
+    model, ckpt = load_checkpoint(tmp_path / "best.pt")
+    assert ckpt["best_epoch"] == result.best_epoch == trained["result"].best_epoch
+    acc = float((predict_logits(model, arrays.x_val).argmax(1) == arrays.y_val).mean())
+    assert acc == pytest.approx(result.best_val_acc)
+    reference, _ = load_checkpoint(trained["run_dir"] / "best.pt")
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+
+
+def test_time_limit_stops_after_the_epoch_that_reaches_it(arrays: Arrays, tmp_path: Path) -> None:
+    result = fit(tiny_model(), arrays, train_config(max_seconds=0.0), tmp_path)
+    assert (result.stopped, result.epochs_run) == ("time_limit", 1)
+    assert (tmp_path / "best.pt").exists()
+
+
 def test_train_config_round_trip() -> None:
     cfg = train_config(betas=(0.8, 0.99))
     cfg.augment.shift = 2.0

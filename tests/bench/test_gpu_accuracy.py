@@ -1,0 +1,96 @@
+"""The GPU accuracy launcher (bench/gpu_accuracy.py) and the paired comparison of the report.
+
+The launcher is run in miniature (`--smoke`: 6 classes, width/16, 2 epochs) on the real RRUFF
+data with a deadline far shorter than its 30 splits need, which is what happens on a lent GPU:
+the job must stop at the deadline, exit cleanly and leave everything it finished in one tarball.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+
+from accuracy_report import paired  # noqa: E402
+from gpu_accuracy import wait_all  # noqa: E402
+
+
+def _run(seed: int, method: str, top1: float, kind: str = "random") -> dict[str, object]:
+    return {"subset": "d", "split": kind, "seed": seed, "method": method, "metrics": {"top1": top1}}
+
+
+def test_paired_uses_only_the_splits_both_methods_ran_on() -> None:
+    runs = [
+        _run(0, "cosine", 0.90),
+        _run(1, "cosine", 0.80),
+        _run(2, "cosine", 0.70),
+        _run(0, "net", 0.95),
+        _run(1, "net", 0.80),
+        _run(5, "net", 0.10),  # no cosine on seed 5: must not count
+        _run(0, "net", 0.50, kind="grouped"),  # no cosine on grouped splits at all
+    ]
+    (row,) = paired({"runs": runs})
+    assert (row["method"], row["split"], row["n"]) == ("net", "random", 2)
+    assert row["method_mean"] == pytest.approx(0.875)
+    assert row["baseline_mean"] == pytest.approx(0.85)
+    assert row["diff_mean"] == pytest.approx(0.025)
+    assert (row["wins"], row["ties"], row["losses"]) == (1, 1, 0)
+
+
+def test_wait_all_kills_jobs_past_the_deadline() -> None:
+    quick = subprocess.Popen([sys.executable, "-c", "pass"])
+    slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    start = time.time()
+    codes = wait_all({"quick": quick, "slow": slow}, time.time() + 1.0)
+    assert codes == {"quick": 0, "slow": None}
+    assert time.time() - start < 30
+    assert slow.poll() is not None
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_smoke_plan_stops_at_the_deadline_and_packs_one_tarball(
+    shared_rruff_zip: Path, tmp_path: Path
+) -> None:
+    out, work = tmp_path / "out", tmp_path / "work"
+    cmd = [
+        sys.executable,
+        str(REPO / "bench" / "gpu_accuracy.py"),
+        "--smoke",
+        "--jobs",
+        "d1_random_rs_liu",
+        "--deadline",
+        "25",
+        "--threads",
+        "1",
+        "--rruff",
+        str(shared_rruff_zip),
+        "--work",
+        str(work),
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert [p.name for p in out.iterdir()] == ["gpu_accuracy.tgz"]
+    with tarfile.open(out / "gpu_accuracy.tgz") as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    root = tmp_path / "unpacked" / "work"
+    assert json.loads((root / "summary.json").read_text())["exit_codes"] == {"d1_random_rs_liu": 0}
+    results = json.loads((root / "parts" / "d1_random_rs_liu" / "results.json").read_text())
+    assert results["deadline_reached"] is True
+    seeds = {r["seed"] for r in results["runs"]}
+    assert 1 <= len(seeds) < 30  # some splits finished, not all 30
+    methods = {r["method"] for r in results["runs"] if r["seed"] == 0}
+    assert methods == {"cosine", "drcnn_rs", "liu", "drcnn_rs+lib"}
+    assert (root / "logs" / "d1_random_rs_liu.log").read_text().strip()
