@@ -42,15 +42,15 @@ D1, D2 = "dataset_1", "dataset_2"
 PLAN: dict[str, list[str]] = {
     "d1_random_drcnn": [
         "--subsets", D1, "--n-splits", "30", "--n-grouped", "0", "--no-openset",
-        "--methods", "cosine,correlation,drcnn,drcnn+lib,drcnn+tta",
+        "--methods", "cosine,correlation,derivative,drcnn,drcnn+lib,drcnn+derivative,drcnn+tta",
     ],
     "d1_random_rs_liu": [
         "--subsets", D1, "--n-splits", "30", "--n-grouped", "0", "--no-openset",
-        "--methods", "cosine,drcnn_rs,liu,drcnn_rs+lib",
+        "--methods", "cosine,derivative,drcnn_rs,liu,drcnn_rs+derivative",
     ],
     "d1_grouped": [
         "--subsets", D1, "--n-splits", "0", "--n-grouped", "5", "--no-openset",
-        "--methods", "cosine,correlation,drcnn,drcnn+lib,drcnn_rs,drcnn_rs+lib,liu",
+        "--methods", "cosine,derivative,drcnn,drcnn+derivative,drcnn_rs,drcnn_rs+derivative,liu",
     ],
     "d1_openset": [
         "--subsets", D1, "--n-splits", "0", "--n-grouped", "0", "--methods", "cosine",
@@ -58,19 +58,19 @@ PLAN: dict[str, list[str]] = {
     ],
     "d2_random_drcnn": [
         "--subsets", D2, "--n-splits", "30", "--n-grouped", "0", "--no-openset",
-        "--methods", "cosine,correlation,drcnn,drcnn+lib",
+        "--methods", "cosine,correlation,derivative,drcnn,drcnn+lib,drcnn+derivative",
     ],
     "d2_grouped": [
         "--subsets", D2, "--n-splits", "0", "--n-grouped", "5", "--no-openset",
-        "--methods", "cosine,correlation,drcnn,drcnn+lib,drcnn_rs,drcnn_rs+lib",
+        "--methods", "cosine,derivative,drcnn,drcnn+derivative,drcnn_rs,drcnn_rs+derivative",
     ],
     "d2_random_rs": [
         "--subsets", D2, "--n-splits", "30", "--n-grouped", "0", "--no-openset",
-        "--methods", "cosine,drcnn_rs,drcnn_rs+lib",
+        "--methods", "cosine,derivative,drcnn_rs,drcnn_rs+derivative",
     ],
     "d2_random_liu_aug": [
         "--subsets", D2, "--n-splits", "30", "--n-grouped", "0", "--no-openset",
-        "--methods", "cosine,liu,drcnn_aug,drcnn_aug+lib",
+        "--methods", "cosine,derivative,liu,drcnn_aug,drcnn_aug+derivative",
     ],
 }  # fmt: skip
 SMOKE_ARGS = ["--width-div", "16", "--epochs", "2", "--patience", "2", "--max-classes", "6"]

@@ -23,11 +23,13 @@ SCRIPT = REPO / "bench" / "bench_accuracy.py"
 METHODS = (
     "cosine",
     "correlation",
+    "derivative",
     "drcnn",
     "drcnn_rs",
     "liu",
     "drcnn_aug",
     "drcnn+lib",
+    "drcnn+derivative",
     "drcnn+tta",
 )
 

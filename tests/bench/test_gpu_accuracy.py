@@ -92,5 +92,5 @@ def test_smoke_plan_stops_at_the_deadline_and_packs_one_tarball(
     seeds = {r["seed"] for r in results["runs"]}
     assert 1 <= len(seeds) < 30  # some splits finished, not all 30
     methods = {r["method"] for r in results["runs"] if r["seed"] == 0}
-    assert methods == {"cosine", "drcnn_rs", "liu", "drcnn_rs+lib"}
+    assert methods == {"cosine", "derivative", "drcnn_rs", "liu", "drcnn_rs+derivative"}
     assert (root / "logs" / "d1_random_rs_liu.log").read_text().strip()
