@@ -229,7 +229,17 @@ def _training_md(results: dict[str, Any]) -> str:
 
 
 def _openset_md(results: dict[str, Any]) -> str:
-    if not results.get("openset"):
+    entries = results.get("openset", {})
+    nets = {k: v for k, v in entries.items() if v.get("method") != "library"}
+    libs = {k: v for k, v in entries.items() if v.get("method") == "library"}
+    return "\n".join(p for p in (_openset_network_md(nets), _openset_library_md(libs)) if p)
+
+
+OPENSET_SCORES = ("probability", "similarity", "combined", "library_hqi", "library_derivative")
+
+
+def _openset_network_md(entries: dict[str, Any]) -> str:
+    if not entries:
         return ""
     heads = [
         "subset",
@@ -241,6 +251,7 @@ def _openset_md(results: dict[str, Any]) -> str:
         "AUROC sim.",
         "AUROC rule (combined)",
         "AUROC library HQI",
+        "AUROC derivative HQI",
         "rule: known accepted",
         "rule: unknown accepted",
     ]
@@ -249,7 +260,7 @@ def _openset_md(results: dict[str, Any]) -> str:
         "| " + " | ".join(heads) + " |",
         "|" + "---|" * len(heads),
     ]
-    for name, o in results["openset"].items():
+    for name, o in entries.items():
         a, op = o["auroc"], o["rule_operating_point"]
         cells = [
             name,
@@ -257,11 +268,29 @@ def _openset_md(results: dict[str, Any]) -> str:
             f"{o['classes_known']} / {o['classes_unknown']}",
             f"{o['test_known']} / {o['test_unknown']}",
             f"{o['known_top1']:.4f}",
-            *(f"{a[k]:.4f}" for k in ("probability", "similarity", "combined", "library_hqi")),
+            *(f"{a[k]:.4f}" if k in a else "—" for k in OPENSET_SCORES),
             f"{op['known_accepted']:.3f}",
             f"{op['unknown_accepted']:.3f}",
         ]
         rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def _openset_library_md(entries: dict[str, Any]) -> str:
+    if not entries:
+        return ""
+    rows = [
+        "## Open-set rejection by the library searches alone (best HQI as the score)\n",
+        "| subset | hold-outs | unknown classes | search | known top-1 | AUROC known vs unknown |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, o in entries.items():
+        for metric, m in o["metrics"].items():
+            rows.append(
+                f"| {name} | {len(o['seeds'])} | {o['classes_unknown']} | {metric} | "
+                f"{m['known_top1']['mean']:.4f} ± {m['known_top1']['std']:.4f} | "
+                f"{m['auroc']['mean']:.4f} ± {m['auroc']['std']:.4f} |"
+            )
     return "\n".join(rows) + "\n"
 
 

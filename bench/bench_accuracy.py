@@ -55,7 +55,7 @@ from training.calibration import (
     reliability_bins,
 )
 from training.datasets import PRESETS, Dataset, SubsetRule, build_dataset
-from training.metrics import classification_report, confusion_matrix, softmax
+from training.metrics import aggregate, classification_report, confusion_matrix, softmax
 from training.model import (
     DRCNN,
     DRCNNConfig,
@@ -84,8 +84,22 @@ NETWORKS: dict[str, dict[str, Any]] = {
     "drcnn_ls": {"label_smoothing": 0.1},
     "drcnn_bn": {"bn_momentum": 0.1},
 }
-DEFAULT_METHODS = "cosine,correlation,derivative,drcnn,drcnn_rs,liu,drcnn_aug,drcnn+lib,drcnn+derivative,drcnn+tta"
+DEFAULT_METHODS = ",".join(
+    (
+        "cosine",
+        "correlation",
+        "derivative",
+        "drcnn",
+        "drcnn_rs",
+        "liu",
+        "drcnn_aug",
+        "drcnn+lib",
+        "drcnn+derivative",
+        "drcnn+tta",
+    )
+)
 TTA_SHIFTS = (-2, -1, 0, 1, 2)
+OPENSET_LIBRARY_SEEDS = 5  # class hold-outs of the library-only open-set experiment
 MIN_UNIT_SECONDS = 10.0  # with less time before --deadline no (split, method) unit starts
 LIB_T_BOUNDS = (1e-4, 10.0)  # similarities differ by hundredths: their temperature is small
 
@@ -101,6 +115,7 @@ class Options:
     n_splits: int
     n_grouped: int
     width_div: int
+    dense_width_div: int | None
     epochs: int
     patience: int
     lr: float
@@ -198,6 +213,7 @@ def build_network(method: str, ds: Dataset, opts: Options) -> nn.Module:
         input_length=length,
         n_classes=n,
         width_div=opts.width_div,
+        dense_width_div=opts.dense_width_div,
         recursive_supervision=bool(spec.get("recursive_supervision")),
     )
     net = DRCNN(cfg)
@@ -328,13 +344,47 @@ def calibration_stats(trained: Trained, y_val: np.ndarray, y_test: np.ndarray) -
 # ----------------------------------------------------------------------------- open set
 
 
+def openset_classes(n: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(known, unknown) class indices: `share` of the n classes held out, drawn by seed."""
+    rng = np.random.default_rng(10_000 + seed)
+    unknown = rng.choice(n, max(1, round(share * n)), replace=False)
+    return np.setdiff1d(np.arange(n), unknown), unknown
+
+
+def openset_library(ds: Dataset, opts: Options, seeds: range) -> dict[str, Any]:
+    """The open-set experiment for the library searches alone (no network to train): over
+    several class hold-outs, how well each search's best HQI separates known test spectra
+    from spectra of held-out minerals (AUROC), and its known-class top-1."""
+    per_metric: dict[str, list[dict[str, float]]] = {m: [] for m in LIBRARY_METHODS}
+    for seed in seeds:
+        known, unknown = openset_classes(len(ds.classes), opts.openset_share, seed)
+        kds = restrict_classes(ds, known)
+        split = stratified_split(kds.y, seed)
+        x_unk = ds.x[np.isin(ds.y, unknown)]
+        for metric in LIBRARY_METHODS:
+            lib = LibrarySearch(kds.x[split.train], kds.y[split.train], metric=metric)
+            sim_known, sim_unk = lib.similarity(kds.x[split.test]), lib.similarity(x_unk)
+            pred = lib.labels[sim_known.argmax(1)]
+            per_metric[metric].append(
+                {
+                    "auroc": auroc(sim_known.max(1), sim_unk.max(1)),
+                    "known_top1": float((pred == kds.y[split.test]).mean()),
+                }
+            )
+    return {
+        "method": "library",
+        "seeds": list(seeds),
+        "classes_unknown": max(1, round(opts.openset_share * len(ds.classes))),
+        "metrics": {m: aggregate(v) for m, v in per_metric.items()},
+    }
+
+
 def openset_experiment(ds: Dataset, opts: Options, seed: int, work: Path) -> dict[str, Any]:
     """Hold out a share of the classes entirely, train on the rest, and ask how well each
     "no confident match" score separates known test spectra from unknown ones."""
-    rng = np.random.default_rng(10_000 + seed)
-    n = len(ds.classes)
-    unknown = rng.choice(n, max(1, round(opts.openset_share * n)), replace=False)
-    known = np.setdiff1d(np.arange(n), unknown)
+    if opts.openset_method == "library":
+        return openset_library(ds, opts, range(seed, seed + OPENSET_LIBRARY_SEEDS))
+    known, unknown = openset_classes(len(ds.classes), opts.openset_share, seed)
     kds = restrict_classes(ds, known)
     split = stratified_split(kds.y, seed)
     method = opts.openset_method
@@ -362,7 +412,7 @@ def openset_experiment(ds: Dataset, opts: Options, seed: int, work: Path) -> dic
         "auroc": {},
         "coverage": {},
     }
-    for key in ("probability", "similarity", "combined", "library_hqi"):
+    for key in ("probability", "similarity", "combined", "library_hqi", "library_derivative"):
         out["auroc"][key] = auroc(known_sc[key], unk_sc[key])
         conf = np.concatenate([known_sc[key], unk_sc[key]])
         out["coverage"][key] = accuracy_coverage(conf, correct)
@@ -389,17 +439,18 @@ def _open_scores(
 ) -> dict[str, np.ndarray]:
     """Per spectrum: prediction, calibrated top-1 probability, cosine similarity to the
     predicted class's reference, the card rule's margin (>= 0 means "match": both thresholds
-    passed) and the nearest-neighbour library HQI."""
+    passed) and the nearest-neighbour library HQI of the cosine and derivative searches."""
     p = softmax(predict_logits(model, x), t)
     pred = p.argmax(1)
     sim = pairwise_similarity(x, refs[pred])
-    lib = LibrarySearch(kds.x[split.train], kds.y[split.train])
+    train_x, train_y = kds.x[split.train], kds.y[split.train]
     return {
         "pred": pred,
         "probability": p.max(1),
         "similarity": sim,
         "combined": np.minimum(p.max(1) - min_p, sim - min_s),
-        "library_hqi": lib.similarity(x).max(1),
+        "library_hqi": LibrarySearch(train_x, train_y).similarity(x).max(1),
+        "library_derivative": LibrarySearch(train_x, train_y, "derivative").similarity(x).max(1),
     }
 
 
@@ -524,7 +575,8 @@ class Bench:
             if self.opts.openset and self._has_time():
                 work = self.opts.out / "work" / name
                 self.results["openset"][name] = openset_experiment(ds, self.opts, 0, work)
-                self._figures_openset(name)
+                if "coverage" in self.results["openset"][name]:
+                    self._figures_openset(name)
                 self.save()
         self.save()
         return self.results
@@ -638,6 +690,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--n-splits", type=int, default=30, help="random splits (paper: 30)")
     p.add_argument("--n-grouped", type=int, default=1, help="splits grouped by RRUFF sample")
     p.add_argument("--width-div", type=int, default=1, help="1 = paper sizes; CPU runs use 8")
+    p.add_argument(
+        "--dense-width-div", type=int, default=None, help="DRCNN dense widths (default width-div)"
+    )
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--patience", type=int, default=30)
     p.add_argument("--lr", type=float, default=1e-4)
@@ -649,7 +704,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--max-classes", type=int, default=None, help="keep the k largest classes")
     p.add_argument("--no-openset", action="store_true", help="skip the open-set experiment")
     p.add_argument("--openset-share", type=float, default=0.2, help="share of classes held out")
-    p.add_argument("--openset-method", default="drcnn", choices=sorted(NETWORKS))
+    p.add_argument(
+        "--openset-method",
+        default="drcnn",
+        choices=[*sorted(NETWORKS), "library"],
+        help="the network to train, or 'library': the library searches alone over 5 hold-outs",
+    )
     p.add_argument("--time-full-epoch", type=int, default=0, metavar="BATCHES")
     p.add_argument("--seed", type=int, default=0, help="first split seed")
     p.add_argument(
@@ -671,6 +731,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         n_splits=a.n_splits,
         n_grouped=a.n_grouped,
         width_div=a.width_div,
+        dense_width_div=a.dense_width_div,
         epochs=a.epochs,
         patience=a.patience,
         lr=a.lr,

@@ -1,4 +1,5 @@
-"""The GPU accuracy launcher (bench/gpu_accuracy.py) and the paired comparison of the report.
+"""The GPU accuracy launcher (bench/gpu_accuracy.py), the paired comparison of the report and
+the library-only open-set experiment.
 
 The launcher is run in miniature (`--smoke`: 6 classes, width/16, 2 epochs) on the real RRUFF
 data with a deadline far shorter than its 30 splits need, which is what happens on a lent GPU:
@@ -13,15 +14,21 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
-from accuracy_report import paired  # noqa: E402
+from accuracy_report import paired, write_markdown  # noqa: E402
+from bench_accuracy import LIBRARY_METHODS, openset_library, parse_args  # noqa: E402
 from gpu_accuracy import wait_all  # noqa: E402
+
+from spectra.grid import Grid  # noqa: E402
+from training.datasets import Dataset  # noqa: E402
 
 
 def _run(seed: int, method: str, top1: float, kind: str = "random") -> dict[str, object]:
@@ -44,6 +51,48 @@ def test_paired_uses_only_the_splits_both_methods_ran_on() -> None:
     assert row["baseline_mean"] == pytest.approx(0.85)
     assert row["diff_mean"] == pytest.approx(0.025)
     assert (row["wins"], row["ties"], row["losses"]) == (1, 1, 0)
+
+
+def test_library_openset_scores_every_search_over_each_hold_out(
+    make_peak_dataset: Callable[..., tuple[np.ndarray, np.ndarray]],
+) -> None:
+    x, y = make_peak_dataset(10, 8, 200, seed=3)
+    n = len(y)
+    ds = Dataset(
+        x.astype(np.float32),
+        y.astype(np.int64),
+        [f"m{i}" for i in range(10)],
+        np.array([f"R{i}" for i in range(n)]),
+        np.array([f"f{i}.txt" for i in range(n)]),
+        np.ones(n, np.float32),
+        Grid(100.0, 1200.0, 200),
+    )
+    opts = parse_args(["--openset-method", "library", "--openset-share", "0.2"])
+    out = openset_library(ds, opts, range(3))
+    assert (out["method"], out["seeds"], out["classes_unknown"]) == ("library", [0, 1, 2], 2)
+    assert set(out["metrics"]) == set(LIBRARY_METHODS)
+    for m in out["metrics"].values():
+        assert m["auroc"]["n"] == 3 and 0.0 <= m["auroc"]["mean"] <= 1.0
+        assert m["known_top1"]["mean"] > 0.5  # 8 spectra of distinct peaks per class
+    md = write_markdown(
+        {
+            "options": vars(opts) | {"rruff": "x", "cache": "x", "out": "x"},
+            "machine": {
+                "cpu": "c",
+                "cores": 1,
+                "gpu": None,
+                "torch": "t",
+                "torch_threads": 1,
+                "git_commit": "abc",
+            },
+            "started": "now",
+            "datasets": {},
+            "runs": [],
+            "openset": {"synthetic": out},
+        }
+    )
+    assert "Open-set rejection by the library searches alone" in md
+    assert md.count("| synthetic | 3 | 2 |") == len(LIBRARY_METHODS)
 
 
 def test_wait_all_kills_jobs_past_the_deadline() -> None:
