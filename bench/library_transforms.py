@@ -1,0 +1,104 @@
+"""How the derivative library search was chosen: top-1 of nearest-neighbour cosine search after
+each candidate transform of the (min-max) spectra, on dataset_2 random seeds 0-9 and grouped 0-2.
+
+The winner (square root, then a 15-point quadratic Savitzky-Golay first derivative) became
+`spectra.library.derivative_features`; bench_accuracy.py then measured it on 30 + 5 splits and on
+30 seeds never used here (docs/accuracy.md). Needs the .npz cache that bench_accuracy.py builds.
+
+    python bench/library_transforms.py --out bench/out/library_transforms.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from spectra.library import LibrarySearch, savgol_coefficients
+from training.datasets import Dataset
+from training.splits import make_split
+
+CACHE = Path("bench/cache/excellent_unoriented_dataset_2_1570.npz")
+
+
+def savgol(x: np.ndarray, window: int, order: int, deriv: int) -> np.ndarray:
+    """Savitzky-Golay filter along each row (edge values repeated at the ends)."""
+    half = window // 2
+    padded = np.pad(x, ((0, 0), (half, half)), mode="edge")
+    return sliding_window_view(padded, window, axis=1) @ savgol_coefficients(window, order, deriv)
+
+
+def snip_baseline_removed(x: np.ndarray, iterations: int) -> np.ndarray:
+    """Spectrum minus its SNIP baseline (log-log-sqrt transformed, as Ryan et al. 1988)."""
+    v = np.log(np.log(np.sqrt(1000 * x + 1) + 1) + 1)
+    for k in range(1, iterations + 1):
+        left = np.pad(v, ((0, 0), (k, 0)), mode="edge")[:, :-k]
+        right = np.pad(v, ((0, 0), (0, k)), mode="edge")[:, k:]
+        v = np.minimum(v, (left + right) / 2)
+    return 1000 * x - ((np.exp(np.exp(v) - 1) - 1) ** 2 - 1)
+
+
+def pos(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, 0.0, None)
+
+
+TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "none (cosine HQI)": lambda x: x,
+    "sqrt": lambda x: np.sqrt(pos(x)),
+    "x^0.35": lambda x: pos(x) ** 0.35,
+    "x^0.25": lambda x: pos(x) ** 0.25,
+    "log(1+100x)": lambda x: np.log1p(100 * pos(x)),
+    "SNIP baseline removed (40 it.)": lambda x: snip_baseline_removed(x, 40),
+    "1st derivative, 11 pts": lambda x: savgol(x, 11, 2, 1),
+    "1st derivative, 21 pts": lambda x: savgol(x, 21, 2, 1),
+    "2nd derivative, 21 pts, cubic": lambda x: -savgol(x, 21, 3, 2),
+    "sqrt + 1st derivative, 7 pts": lambda x: savgol(np.sqrt(pos(x)), 7, 2, 1),
+    "sqrt + 1st derivative, 11 pts": lambda x: savgol(np.sqrt(pos(x)), 11, 2, 1),
+    "sqrt + 1st derivative, 15 pts": lambda x: savgol(np.sqrt(pos(x)), 15, 2, 1),
+    "sqrt + 1st derivative, 21 pts": lambda x: savgol(np.sqrt(pos(x)), 21, 2, 1),
+    "sqrt + 1st derivative, 15 pts, cubic": lambda x: savgol(np.sqrt(pos(x)), 15, 3, 1),
+}
+
+
+def top1(ds: Dataset, features: np.ndarray, kind: str, seeds: range) -> float:
+    """Mean top-1 of cosine nearest-neighbour search on `features` over the splits."""
+    accs = []
+    for seed in seeds:
+        split = make_split(kind, ds.y, ds.groups, seed)
+        lib = LibrarySearch(features[split.train], ds.y[split.train])
+        pred = lib.class_scores(features[split.test], len(ds.classes)).argmax(1)
+        accs.append(float((pred == ds.y[split.test]).mean()))
+    return float(np.mean(accs))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print and write the table."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--cache", type=Path, default=CACHE)
+    p.add_argument("--out", type=Path, default=Path("bench/out/library_transforms.json"))
+    a = p.parse_args(argv)
+    ds = Dataset.load(a.cache)
+    rows = []
+    for name, transform in TRANSFORMS.items():
+        features = transform(ds.x.astype(np.float64)).astype(np.float32)
+        row = {
+            "transform": name,
+            "random_seeds_0_9": top1(ds, features, "random", range(10)),
+            "grouped_seeds_0_2": top1(ds, features, "grouped", range(3)),
+        }
+        rows.append(row)
+        scores = f"{row['random_seeds_0_9']:.4f} {row['grouped_seeds_0_2']:.4f}"
+        print(f"{name:40s} {scores}", flush=True)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps({"cache": str(a.cache), "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
