@@ -21,8 +21,8 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail as OrtFail
 from service.errors import ModelInvalid
 from service.runtime import OnnxSession, RuntimeConfig
 from spectra.card import CARD_FILE, ONNX_FILE, REFERENCES_FILE, CardError, ModelCard, sha256_file
-from spectra.library import unit_rows
 from spectra.preprocess import Preprocessor
+from spectra.scoring import similarity_features
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ class LoadedModel:
     references: np.ndarray
     """[C, L] float32 reference spectra, in card class order."""
     unit_references: np.ndarray
-    """`references` scaled to unit L2 norm (for cosine similarity)."""
+    """`references` as unit-norm features of the card's similarity metric (dot product with a
+    query's features = their similarity)."""
 
     index: dict[str, int]
     """Class label -> logit index."""
@@ -91,7 +92,7 @@ def _load(directory: Path, name: str, version: str, cfg: RuntimeConfig) -> Loade
         session,
         Preprocessor(card.grid),
         references,
-        unit_rows(references),
+        similarity_features(references, card.calibration.similarity),
         {c: i for i, c in enumerate(card.classes)},
     )
 

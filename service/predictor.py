@@ -2,10 +2,11 @@
 
 The `Predictor` owns a `Batcher` and a single worker thread that runs the synchronous ONNX
 session, so inference never blocks the event loop. Post-processing is vectorised per request:
-softmax of logits / temperature, top-k, cosine similarity of the query to each hit's reference
-spectrum, and the card's no-match rule. Requests hold a lease while they use a predictor; a
-retired predictor (replaced by a reload or activation) closes once its last lease is returned,
-so batches already queued on it finish on its session.
+the query's similarity to every class reference (the card's metric), the card's probabilities
+(`spectra.scoring.combined_probabilities`: temperature-scaled softmax, mixed with a softmax over
+those similarities where the card says so), top-k, and the card's no-match rule. Requests hold a
+lease while they use a predictor; a retired predictor (replaced by a reload or activation) closes
+once its last lease is returned, so batches already queued on it finish on its session.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from service.errors import InferenceFailed, NotReady, Overloaded, Timeout
 from service.metrics import Metrics
 from service.model import LoadedModel
 from service.traffic import Traffic
-from spectra.library import unit_rows
 from spectra.preprocess import Prepared
+from spectra.scoring import combined_probabilities, similarity_features
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +39,6 @@ class BatchingConfig:
     queue_size: int = 1024
     timeout_s: float = 10.0
     wait_when_idle: bool = False
-
-
-def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """Row-wise softmax of `logits / temperature`, computed stably in float64."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z
 
 
 def top_indices(probs: np.ndarray, k: int) -> np.ndarray:
@@ -127,9 +119,9 @@ class Predictor:
         with `include_spectrum`, each answer also carries the model input it was computed from."""
         vectors = np.stack([p.values for p in prepared])
         done = await self.logits(vectors)
-        probs = softmax(np.stack([d.value for d in done]), self.model.card.calibration.temperature)
+        probs, all_sims = self.probabilities(vectors, np.stack([d.value for d in done]))
         top = top_indices(probs, top_k)
-        sims = self._similarities(vectors, top)
+        sims = np.take_along_axis(all_sims, top, axis=1)
         answers = [
             self._answer(p, d, probs[i], top[i], sims[i])
             for i, (p, d) in enumerate(zip(prepared, done, strict=True))
@@ -142,11 +134,15 @@ class Predictor:
                 }
         return answers
 
-    def _similarities(self, vectors: np.ndarray, top: np.ndarray) -> np.ndarray:
-        # Per row, only the k hit references: [n, C, L] products would be needlessly large.
-        queries = unit_rows(vectors)
-        refs = self.model.unit_references
-        return np.stack([refs[top[i]] @ queries[i] for i in range(len(queries))])
+    def probabilities(
+        self, vectors: np.ndarray, logits: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The card's [n, C] probabilities for model-ready vectors and their logits, with the
+        [n, C] similarities of each vector to every class reference they were mixed with."""
+        calib = self.model.card.calibration
+        # one small product (C x L): used for the card's mix and each hit's reported similarity
+        sims = similarity_features(vectors, calib.similarity) @ self.model.unit_references.T
+        return combined_probabilities(logits, sims, calib), sims
 
     def _answer(
         self,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from spectra.grid import Grid
+from spectra.library import METRICS
 
 CARD_FILE = "model.json"
 ONNX_FILE = "model.onnx"
@@ -30,24 +31,39 @@ class CardError(ValueError):
 
 @dataclass(frozen=True)
 class Calibration:
-    """Temperature for the softmax and the rule that flags "no confident match".
+    """How logits become the returned probabilities, and the rule that flags "no confident match".
 
-    A prediction is a confident match when its calibrated top-1 probability is at least
-    `min_probability` AND the query's cosine similarity to that class's reference spectrum is at
-    least `min_similarity`. Both thresholds are chosen on the validation set at export.
+    The probabilities are `spectra.scoring.combined_probabilities`: the softmax of logits /
+    `temperature`, mixed with weight `library_weight` with a softmax over the query's `similarity`
+    to every class reference (divided by `library_temperature`). A prediction is a confident match
+    when its top-1 probability is at least `min_probability` AND the query's similarity to that
+    class's reference is at least `min_similarity`. All are chosen on validation at export; the
+    defaults (cosine, weight 0) are the plain softmax of older cards.
     """
 
     temperature: float = 1.0
     min_probability: float = 0.5
     min_similarity: float = 0.0
+    similarity: str = "cosine"  # a spectra.library METRICS name
+    library_weight: float = 0.0
+    library_temperature: float = 1.0
 
     @property
     def rule(self) -> str:
         """The rejection rule in words, returned with every answer."""
         return (
             f"match when top-1 probability >= {self.min_probability:.3g} "
-            f"and similarity to its reference >= {self.min_similarity:.3g}"
+            f"and {self.similarity} similarity to its reference >= {self.min_similarity:.3g}"
         )
+
+    def validate(self) -> None:
+        """Raise CardError unless every field is in range."""
+        if not self.temperature > 0 or not self.library_temperature > 0:
+            raise CardError("calibration temperatures must be positive")
+        if not 0.0 <= self.library_weight <= 1.0:
+            raise CardError("calibration library_weight must lie in [0, 1]")
+        if self.similarity not in METRICS:
+            raise CardError(f"calibration similarity must be one of {', '.join(METRICS)}")
 
 
 @dataclass(frozen=True)
@@ -120,8 +136,7 @@ class ModelCard:
             raise CardError(f"card lists {len(self.classes)} classes; need at least 2")
         if len(set(self.classes)) != len(self.classes):
             raise CardError("card lists a class twice")
-        if not self.calibration.temperature > 0:
-            raise CardError("calibration temperature must be positive")
+        self.calibration.validate()
 
 
 def write_active(model_dir: Path, version: str) -> None:

@@ -2,9 +2,9 @@
 
 Inference takes model input as the graph wants it (`spectra`, FP32, shape `[N, 1, L]`, or
 `[N, L]`; data flat in row-major order or nested) and returns `logits` and `probabilities`
-(softmax of logits / the card's temperature), FP32, flat. Errors are problem+json documents that
-also carry the protocol's `error` field; malformed inference requests are 400 as the protocol
-asks. Health answers 200 when true and 400 when false (protocol: 4xx means false).
+(the card's probabilities, as /v1/identify computes them), FP32, flat. Errors are problem+json
+documents that also carry the protocol's `error` field; malformed inference requests are 400 as
+the protocol asks. Health answers 200 when true and 400 when false (protocol: 4xx means false).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from service.deps import ManagerDep, SettingsDep
 from service.errors import LimitExceeded, ModelInvalid, NotReady, V2Error
 from service.manager import ModelManager
 from service.model import LoadedModel
-from service.predictor import softmax
 from service.registry import check_name
 from service.routes.common import json_body, json_body_openapi, json_response, problems
 from service.schemas import (
@@ -157,9 +156,9 @@ async def run_inference(
         done = await predictor.logits(rows)
     logits = np.stack([d.value for d in done]).astype(np.float32)
     tensors = {predictor.model.card.output_name: logits}
-    if PROBABILITIES in wanted:
-        temperature = predictor.model.card.calibration.temperature
-        tensors[PROBABILITIES] = softmax(logits, temperature).astype(np.float32)
+    if PROBABILITIES in wanted:  # the same probabilities /v1/identify ranks by
+        probs, _ = predictor.probabilities(rows, logits)
+        tensors[PROBABILITIES] = probs.astype(np.float32)
     outputs = [_tensor(n, tensors[n]) for n in wanted]
     answer = {"model_name": name, "model_version": predictor.version, "outputs": outputs}
     return json_response(answer | ({"id": body.id} if body.id is not None else {}))

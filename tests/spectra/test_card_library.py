@@ -58,7 +58,14 @@ def test_card_save_load_round_trip(tmp_path: Path) -> None:
     assert path == tmp_path / CARD_FILE
     raw = json.loads(path.read_text())
     assert raw["grid"] == {"start": 0.0, "stop": 1700.0, "points": 1024}
-    assert raw["calibration"] == {"temperature": 1.7, "min_probability": 0.4, "min_similarity": 0.6}
+    assert raw["calibration"] == {
+        "temperature": 1.7,
+        "min_probability": 0.4,
+        "min_similarity": 0.6,
+        "similarity": "cosine",
+        "library_weight": 0.0,
+        "library_temperature": 1.0,
+    }
     assert raw["schema_version"] == 1 and raw["input_name"] == "spectra"
     loaded = ModelCard.load(tmp_path)
     assert loaded == card
@@ -75,8 +82,17 @@ def test_card_defaults_are_filled_in() -> None:
 
 def test_calibration_rule_in_words() -> None:
     assert Calibration(1.0, 0.5, 0.25).rule == (
-        "match when top-1 probability >= 0.5 and similarity to its reference >= 0.25"
+        "match when top-1 probability >= 0.5 and cosine similarity to its reference >= 0.25"
     )
+    assert "derivative similarity" in Calibration(similarity="derivative").rule
+
+
+def test_a_card_of_the_first_schema_loads_with_the_plain_softmax() -> None:
+    """Cards written before the library mix existed have only the first three fields."""
+    card = ModelCard.from_dict(
+        card_dict(calibration={"temperature": 1.2, "min_probability": 0.3, "min_similarity": 0.5})
+    )
+    assert card.calibration == Calibration(1.2, 0.3, 0.5, "cosine", 0.0, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -89,11 +105,16 @@ def test_calibration_rule_in_words() -> None:
         (card_dict(classes=["Quartz", "Calcite", "Quartz"]), "lists a class twice"),
         (card_dict(classes=["Quartz"]), "lists 1 classes; need at least 2"),
         (card_dict(classes=[]), "lists 0 classes"),
-        (card_dict(calibration={"temperature": 0.0}), "temperature must be positive"),
-        (card_dict(calibration={"temperature": -1.0}), "temperature must be positive"),
-        (card_dict(calibration={"temperature": float("nan")}), "temperature must be positive"),
+        (card_dict(calibration={"temperature": 0.0}), "temperatures must be positive"),
+        (card_dict(calibration={"temperature": -1.0}), "temperatures must be positive"),
+        (card_dict(calibration={"temperature": float("nan")}), "temperatures must be positive"),
         (card_dict(calibration={"temperature": "1.0"}), "invalid model card"),
         (card_dict(calibration={"temp": 1.0}), "invalid model card"),
+        (card_dict(calibration={"library_temperature": 0.0}), "temperatures must be positive"),
+        (card_dict(calibration={"library_weight": 1.5}), r"library_weight must lie in \[0, 1\]"),
+        (card_dict(calibration={"library_weight": -0.1}), "library_weight must lie"),
+        (card_dict(calibration={"similarity": "euclid"}), "similarity must be one of"),
+        (card_dict(calibration={"library_weight": "half"}), "invalid model card"),
         (card_dict(name=""), "no name or version"),
         (card_dict(version=""), "no name or version"),
         ({k: v for k, v in card_dict().items() if k != "name"}, "invalid model card"),

@@ -1,0 +1,43 @@
+"""How a model version turns logits into the probabilities it returns: one function that training
+(to choose thresholds at export) and the service (to answer) share, so both agree by construction.
+
+    p = (1 - w) * softmax(logits / T) + w * softmax(s / T_lib)
+
+where `s` holds the query's similarity (`Calibration.similarity`, e.g. the derivative HQI) to each
+class's reference spectrum, and w, T, T_lib come from the card's `Calibration` (fitted on
+validation). With w = 0, the default of older cards, this is the plain temperature-scaled softmax.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spectra.card import Calibration
+from spectra.library import derivative_features, unit_rows
+
+
+def softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
+    """Row-wise softmax of `scores / temperature`, computed stably in float64."""
+    z = np.asarray(scores, dtype=np.float64) / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def similarity_features(x: np.ndarray, metric: str) -> np.ndarray:
+    """Unit-norm rows whose dot products are the `metric` similarities (as `LibrarySearch`)."""
+    x = np.atleast_2d(np.asarray(x, dtype=np.float32))
+    if metric == "derivative":
+        return unit_rows(derivative_features(x))
+    return unit_rows(x, centre=metric == "correlation")
+
+
+def combined_probabilities(
+    logits: np.ndarray, similarities: np.ndarray, calibration: Calibration
+) -> np.ndarray:
+    """[n, C] probabilities from logits and [n, C] similarities to the class references."""
+    probs = softmax(logits, calibration.temperature)
+    w = calibration.library_weight
+    if w == 0:
+        return probs
+    return (1 - w) * probs + w * softmax(similarities, calibration.library_temperature)

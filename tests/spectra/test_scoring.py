@@ -1,0 +1,46 @@
+"""spectra.scoring: the probabilities a model version returns (shared by training and service)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spectra.card import Calibration
+from spectra.library import LibrarySearch
+from spectra.scoring import combined_probabilities, similarity_features, softmax
+
+RNG = np.random.default_rng(4)
+LOGITS = RNG.normal(0, 3, (5, 7))
+SIMS = RNG.uniform(0.2, 1.0, (5, 7))
+
+
+def test_weight_zero_is_the_temperature_scaled_softmax() -> None:
+    probs = combined_probabilities(LOGITS, SIMS, Calibration(temperature=2.0))
+    np.testing.assert_allclose(probs, softmax(LOGITS, 2.0))
+    np.testing.assert_allclose(probs.sum(1), 1.0)
+
+
+def test_weight_one_ranks_by_similarity_alone() -> None:
+    calib = Calibration(library_weight=1.0, library_temperature=0.01)
+    probs = combined_probabilities(LOGITS, SIMS, calib)
+    np.testing.assert_array_equal(probs.argmax(1), SIMS.argmax(1))
+    np.testing.assert_allclose(probs, softmax(SIMS, 0.01))
+
+
+def test_a_half_mix_is_the_mean_of_both() -> None:
+    calib = Calibration(temperature=1.5, library_weight=0.5, library_temperature=0.05)
+    want = 0.5 * softmax(LOGITS, 1.5) + 0.5 * softmax(SIMS, 0.05)
+    np.testing.assert_allclose(combined_probabilities(LOGITS, SIMS, calib), want)
+
+
+def test_softmax_is_stable_for_huge_scores() -> None:
+    probs = softmax(np.array([[1e6, 0.0], [-1e6, -1e6]]), 1.0)
+    np.testing.assert_allclose(probs, [[1.0, 0.0], [0.5, 0.5]])
+
+
+@pytest.mark.parametrize("metric", ["cosine", "correlation", "derivative"])
+def test_similarity_features_reproduce_the_library_search(metric: str) -> None:
+    library, queries = RNG.uniform(0, 1, (6, 64)), RNG.uniform(0, 1, (3, 64))
+    feats = similarity_features(queries, metric) @ similarity_features(library, metric).T
+    want = LibrarySearch(library, np.arange(6), metric).similarity(queries)
+    np.testing.assert_allclose(feats, want, rtol=1e-5, atol=1e-6)
