@@ -39,12 +39,17 @@ def fit_temperature(
     if y.size == 0:
         return 1.0
     z = np.asarray(logits, dtype=np.float64)
+    return minimise_over_log_scale(lambda t: nll(z, y, t), bounds)
+
+
+def minimise_over_log_scale(loss: Callable[[float], float], bounds: tuple[float, float]) -> float:
+    """The scale in `bounds` minimising `loss`: a 33-point log-spaced grid brackets the minimum,
+    golden-section search narrows it down."""
     lo, hi = math.log(bounds[0]), math.log(bounds[1])
     grid = np.linspace(lo, hi, 33)
-    losses = [nll(z, y, math.exp(g)) for g in grid]
-    best = int(np.argmin(losses))
+    best = int(np.argmin([loss(math.exp(g)) for g in grid]))
     a, b = grid[max(best - 1, 0)], grid[min(best + 1, grid.size - 1)]
-    return math.exp(_golden_section(lambda g: nll(z, y, math.exp(g)), a, b))
+    return math.exp(_golden_section(lambda g: loss(math.exp(g)), a, b))
 
 
 def _golden_section(f: Callable[[float], float], a: float, b: float, tol: float = 1e-4) -> float:

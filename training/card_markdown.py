@@ -25,7 +25,7 @@ def render(card: ModelCard, command: str | None = None) -> str:
         "",
         f"- created: {card.created_at}; code version: `{card.code_version}`",
         f"- architecture: `{_arch(card.architecture)}`",
-        f"- calibration: temperature {card.calibration.temperature:.3f}; {card.calibration.rule}",
+        f"- calibration: {_calibration(card)}",
         f"- data: {card.data.get('source', '?')}; split `{card.data.get('split', '?')}` "
         f"(seed {card.data.get('split_seed', '?')}); {counts.get('classes', '?')} classes / "
         f"{counts.get('spectra', '?')} spectra",
@@ -54,25 +54,42 @@ def _arch(arch: dict[str, Any]) -> str:
 
 
 def _metrics_table(m: dict[str, Any]) -> list[str]:
-    test, lib = m.get("test"), m.get("library_search_test")
+    test = m.get("test")
     if not test:
         return [f"Validation metrics: {m.get('validation', {})}"]
+    headings = [  # (heading, metrics key); cards exported before a column existed lack it
+        ("served (what the service returns)", "served_test"),
+        ("network alone", "test"),
+        ("cosine library search", "library_search_test"),
+        ("derivative library search", "derivative_search_test"),
+    ]
+    columns: list[tuple[str, dict[str, Any]]] = [(h, m[k]) for h, k in headings if m.get(k)]
     rows = [
-        "## Test metrics (held-out part of the split)",
+        "## Test metrics (held-out part of the split; the searches use its training part)",
         "",
-        "| metric | this model | cosine library search, same split |",
-        "|---|---|---|",
+        "| metric | " + " | ".join(h for h, _ in columns) + " |",
+        "|---|" + "---|" * len(columns),
     ]
     for k in METRIC_ROWS:
-        rows.append(
-            f"| {k} | {test.get(k, float('nan')):.4f} | {(lib or {}).get(k, float('nan')):.4f} |"
-        )
+        cells = " | ".join(f"{c.get(k, float('nan')):.4f}" for _, c in columns)
+        rows.append(f"| {k} | {cells} |")
     rows += [
         "",
         f"Test spectra: {test.get('n')}; split sizes: {m.get('split')}; "
-        f"ECE before/after temperature scaling: {_ece(m)}",
+        f"ECE before/after calibration (validation): {_ece(m)}",
     ]
     return rows
+
+
+def _calibration(card: ModelCard) -> str:
+    c = card.calibration
+    mix = (
+        f"; mixed with weight {c.library_weight:g} with a softmax over {c.similarity} "
+        f"similarities to the class references (temperature {c.library_temperature:.4g})"
+        if c.library_weight
+        else ""
+    )
+    return f"temperature {c.temperature:.3f}{mix}; {c.rule}"
 
 
 def _ece(m: dict[str, Any]) -> str:

@@ -8,7 +8,8 @@ A run directory holds `run.json` (data set path, split kind and seed, model and 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +17,24 @@ import numpy as np
 from torch import nn
 
 from spectra.card import Calibration
-from spectra.library import LibrarySearch, class_references, pairwise_similarity
-from training.calibration import choose_rejection, expected_calibration_error, fit_temperature
+from spectra.library import LibrarySearch, class_references
+from spectra.scoring import combined_probabilities, similarity_features
+from training.calibration import (
+    choose_rejection,
+    expected_calibration_error,
+    fit_temperature,
+    minimise_over_log_scale,
+)
 from training.datasets import Dataset, top_up
 from training.export import ExportInputs, export_version, next_version
 from training.metrics import classification_report, confusion_matrix, softmax
 from training.model import DRCNN, DRCNNConfig, LiuCNN, LiuCNNConfig
 from training.splits import Split, make_split
 from training.train import Arrays, Result, TrainConfig, fit, load_checkpoint, predict_logits
+
+SIMILARITY = "derivative"  # the card's similarity metric (the better library search, docs)
+LIBRARY_WEIGHTS = (0.0, 0.25, 0.5, 0.75)  # candidate mixes; the network always keeps a share
+LIB_T_BOUNDS = (1e-4, 10.0)
 
 RRUFF_CITATION = (
     "Lafuente B, Downs R T, Yang H, Stone N (2015) The power of databases: the RRUFF project. "
@@ -115,18 +126,38 @@ def evaluate_run(run_dir: Path, ds: Dataset | None = None) -> dict[str, Any]:
 
 
 def evaluate_split(model: nn.Module, ds: Dataset, split: Split) -> dict[str, Any]:
-    """Metrics of `model` and of the cosine library search on one split's test part."""
+    """Metrics of `model` and of the cosine and derivative library searches on one split's test
+    part."""
     n = len(ds.classes)
     x_te, y_te = ds.x[split.test], ds.y[split.test]
     logits = predict_logits(model, x_te)
-    lib = LibrarySearch(ds.x[split.train], ds.y[split.train])
     pred = logits.argmax(1) if len(y_te) else np.zeros(0, dtype=np.int64)
+    libs = {
+        metric: LibrarySearch(ds.x[split.train], ds.y[split.train], metric).class_scores(x_te, n)
+        for metric in ("cosine", "derivative")
+    }
     return {
         "split": split.sizes(),
         "model": classification_report(logits, y_te, n),
-        "library_search": classification_report(lib.class_scores(x_te, n), y_te, n),
+        "library_search": classification_report(libs["cosine"], y_te, n),
+        "derivative_search": classification_report(libs["derivative"], y_te, n),
         "confusion": confusion_matrix(y_te, pred, n).tolist(),
     }
+
+
+def served_report(
+    model: nn.Module, ds: Dataset, rows: np.ndarray, references: np.ndarray, calib: Calibration
+) -> dict[str, float]:
+    """Metrics of what the service returns for `rows`: the card's combined probabilities."""
+    x = ds.x[rows]
+    sims = reference_similarities(x, references, calib.similarity)
+    probs = combined_probabilities(predict_logits(model, x), sims, calib)
+    return classification_report(np.log(probs + 1e-12), ds.y[rows], len(ds.classes))
+
+
+def reference_similarities(x: np.ndarray, references: np.ndarray, metric: str) -> np.ndarray:
+    """[n, C] `metric` similarity of each spectrum to each class reference."""
+    return similarity_features(x, metric) @ similarity_features(references, metric).T
 
 
 def _markdown(ev: dict[str, Any]) -> str:
@@ -139,20 +170,54 @@ def _markdown(ev: dict[str, Any]) -> str:
 def calibrate(
     model: nn.Module, ds: Dataset, split: Split, references: np.ndarray
 ) -> tuple[Calibration, dict[str, float]]:
-    """Temperature and rejection thresholds fitted on the validation part."""
+    """Everything in the card's `Calibration`, fitted on the validation part: the network's
+    temperature; the weight (of LIBRARY_WEIGHTS) and temperature of a softmax over derivative
+    similarities to the class references mixed into it, jointly minimising the mixture's NLL
+    (a proper score: the returned probabilities stay calibrated); then the rejection thresholds
+    on the mixed probabilities."""
     x_val, y_val = ds.x[split.val], ds.y[split.val]
     if len(y_val) == 0:
         return Calibration(), {}
     logits = predict_logits(model, x_val)
     t = fit_temperature(logits, y_val)
-    probs = softmax(logits, t)
-    sims = pairwise_similarity(x_val, references[probs.argmax(1)])
-    min_p, min_s = choose_rejection(probs, sims, y_val)
+    sims = reference_similarities(x_val, references, SIMILARITY)
+    calib = choose_library_weight(logits, sims, y_val, Calibration(t, 0.5, 0.0, SIMILARITY))
+    probs = combined_probabilities(logits, sims, calib)
+    top_sims = sims[np.arange(len(y_val)), probs.argmax(1)]
+    min_p, min_s = choose_rejection(probs, top_sims, y_val)
     stats = {
         "ece_before": expected_calibration_error(softmax(logits), y_val),
         "ece_after": expected_calibration_error(probs, y_val),
+        "val_top1_network": float((logits.argmax(1) == y_val).mean()),
+        "val_top1_served": float((probs.argmax(1) == y_val).mean()),
     }
-    return Calibration(float(t), float(min_p), float(min_s)), stats
+    return replace(calib, min_probability=float(min_p), min_similarity=float(min_s)), stats
+
+
+def _fit_library_temperature(nll: Callable[[Calibration], float], calib: Calibration) -> float:
+    def loss(t: float) -> float:
+        return nll(replace(calib, library_temperature=t))
+
+    return minimise_over_log_scale(loss, LIB_T_BOUNDS)
+
+
+def choose_library_weight(
+    logits: np.ndarray, sims: np.ndarray, y: np.ndarray, base: Calibration
+) -> Calibration:
+    """`base` with the library weight of LIBRARY_WEIGHTS, and for it the library temperature,
+    that give the lowest validation NLL (ties to the lower weight)."""
+
+    def nll(calib: Calibration) -> float:
+        probs = combined_probabilities(logits, sims, calib)
+        return float(-np.log(probs[np.arange(len(y)), y] + 1e-12).mean())
+
+    scored = []
+    for w in LIBRARY_WEIGHTS:
+        calib = replace(base, library_weight=w)
+        if w > 0:  # similarities differ by hundredths: their temperature is small
+            calib = replace(calib, library_temperature=_fit_library_temperature(nll, calib))
+        scored.append((nll(calib), w, calib))
+    return min(scored, key=lambda s: s[:2])[2]
 
 
 def export_run(run_dir: Path, store: Path, name: str, version: str | None = None) -> Path:
@@ -162,6 +227,7 @@ def export_run(run_dir: Path, store: Path, name: str, version: str | None = None
     calibration, cal_stats = calibrate(model, ds, split, refs)
     ev = evaluate_split(model, ds, split)
     ev.pop("confusion")
+    served = served_report(model, ds, split.test, refs, calibration)
     inputs = ExportInputs(
         name=name,
         version=version or next_version(store, name),
@@ -171,7 +237,9 @@ def export_run(run_dir: Path, store: Path, name: str, version: str | None = None
         calibration=calibration,
         metrics={
             "test": ev["model"],
+            "served_test": served,
             "library_search_test": ev["library_search"],
+            "derivative_search_test": ev["derivative_search"],
             "split": ev["split"],
             "calibration": cal_stats,
             "best_val_acc": ckpt["best_val_acc"],

@@ -136,3 +136,24 @@ def test_accuracy_coverage_by_hand() -> None:
     assert [r["threshold"] for r in rows] == [0.9, 0.8, 0.7, 0.6]
     assert len(accuracy_coverage(np.random.default_rng(0).random(100), np.ones(100))) == 20
     assert accuracy_coverage(np.zeros(0), np.zeros(0)) == []
+
+
+# --- the card's library mix (training.pipeline.choose_library_weight) ---------------------------
+
+
+def test_library_weight_follows_whichever_score_is_informative() -> None:
+    from spectra.card import Calibration
+    from training.pipeline import LIBRARY_WEIGHTS, choose_library_weight
+
+    rng = np.random.default_rng(8)
+    y = rng.integers(0, 6, 300)
+    informative = np.eye(6)[y] * 4.0 + rng.normal(0, 1.0, (300, 6))
+    noise = rng.normal(0, 1.0, (300, 6))
+    base = Calibration(1.0, 0.5, 0.0, "derivative", 0.0, 0.1)
+    # the network guesses, the references know: the largest mix wins
+    chosen = choose_library_weight(noise, informative * 0.1, y, base)
+    assert chosen.library_weight == max(LIBRARY_WEIGHTS)
+    # the network knows, the references are noise: no mix (ties in accuracy go to the lower NLL)
+    chosen = choose_library_weight(informative * 3, noise * 0.1, y, base)
+    assert chosen.library_weight == 0.0
+    assert (chosen.temperature, chosen.library_temperature) == (1.0, 0.1)
