@@ -73,6 +73,13 @@ PLAN: dict[str, list[str]] = {
         "--methods", "cosine,derivative,liu,drcnn_aug,drcnn_aug+derivative",
     ],
 }  # fmt: skip
+# What fits a lease. Measured on an H200 (docs/accuracy.md): a paper-size dataset_1 training
+# takes ~1-2 min with 3 jobs sharing the card, a dataset_2 one ~5x that; 8 jobs saturate it.
+PLANS = {
+    "d2": ["d2_random_drcnn", "d2_grouped", "d2_random_rs"],  # the missing half: ~15 min lease
+    "d1": ["d1_random_drcnn", "d1_random_rs_liu", "d1_grouped", "d1_openset"],
+    "all": list(PLAN),
+}
 SMOKE_ARGS = ["--width-div", "16", "--epochs", "2", "--patience", "2", "--max-classes", "6"]
 
 # module -> wheel name prefix, for what bench_accuracy.py imports beyond numpy and torch
@@ -144,7 +151,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grace", type=float, default=60.0, help="then running jobs are killed")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads per job")
     p.add_argument("--device", default="auto")
-    p.add_argument("--jobs", default=",".join(PLAN), help="comma-separated subset of the plan")
+    p.add_argument("--plan", default="d2", choices=sorted(PLANS), help="named set of jobs")
+    p.add_argument("--jobs", default=None, help="comma-separated jobs of PLAN (overrides --plan)")
     p.add_argument("--smoke", action="store_true", help="the plan in miniature (CPU check)")
     return p.parse_args(argv)
 
@@ -188,7 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         unpacked = unpack_missing(opts.wheels, site)
         paths.append(str(site))
     env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    jobs = {n: PLAN[n] for n in opts.jobs.split(",") if n}
+    names = opts.jobs.split(",") if opts.jobs else PLANS[opts.plan]
+    unknown = [n for n in names if n not in PLAN]
+    if unknown:
+        raise SystemExit(f"unknown job(s) {', '.join(unknown)}; choose from {', '.join(PLAN)}")
+    jobs = {n: PLAN[n] for n in names if n}
     plan = {"jobs": jobs, "deadline_s": opts.deadline, "smoke": opts.smoke, "unpacked": unpacked}
     (opts.work / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
     monitor = gpu_monitor(opts.work)
