@@ -11,22 +11,25 @@ has to beat.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 METRICS = ("cosine", "correlation", "derivative")
 DERIVATIVE_WINDOW = 15  # points (~15 cm-1 on the 1 cm-1 grid); chosen on dataset_2 seeds 0-9
 
 
+@lru_cache(maxsize=16)
 def savgol_coefficients(window: int, order: int, deriv: int = 0) -> np.ndarray:
-    """Savitzky-Golay filter weights: the `deriv`-th derivative (per grid step) at the centre
-    of a least-squares polynomial of degree `order` fitted over `window` points (odd)."""
+    """Savitzky-Golay filter weights (read-only, cached): the `deriv`-th derivative (per grid
+    step) at the centre of a least-squares polynomial of degree `order` over `window` points."""
     if window % 2 == 0 or window <= order:
         raise ValueError("window must be odd and longer than the polynomial order")
     half = window // 2
     vander = np.vander(np.arange(-half, half + 1, dtype=np.float64), order + 1, increasing=True)
-    return np.linalg.pinv(vander)[deriv] * float(np.prod(np.arange(1, deriv + 1)))
+    weights = np.linalg.pinv(vander)[deriv] * float(np.prod(np.arange(1, deriv + 1)))
+    weights.setflags(write=False)
+    return weights
 
 
 def derivative_features(x: np.ndarray, window: int = DERIVATIVE_WINDOW) -> np.ndarray:
@@ -36,11 +39,13 @@ def derivative_features(x: np.ndarray, window: int = DERIVATIVE_WINDOW) -> np.nd
     dominated by it); the smoothed derivative keeps band positions and shapes and drops any
     residual background. Negative intensities (noise below a subtracted baseline) count as 0.
     """
-    x = np.sqrt(np.clip(np.asarray(x, dtype=np.float32), 0.0, None))
+    x = np.sqrt(np.clip(np.atleast_2d(np.asarray(x, dtype=np.float32)), 0.0, None))
     half = window // 2
-    padded = np.pad(np.atleast_2d(x), ((0, 0), (half, half)), mode="edge")
-    weights = savgol_coefficients(window, 2, 1).astype(np.float32)
-    return sliding_window_view(padded, window, axis=1) @ weights
+    padded = np.pad(x, ((0, 0), (half, half)), mode="edge")
+    kernel = savgol_coefficients(window, 2, 1)[::-1].astype(np.float32)  # convolution flips it
+    # one np.convolve per row: ~10x faster than a strided matrix product for the service's
+    # single spectra, and as fast for a whole library
+    return np.stack([np.convolve(row, kernel, mode="valid") for row in padded])
 
 
 def unit_rows(x: np.ndarray, centre: bool = False) -> np.ndarray:
