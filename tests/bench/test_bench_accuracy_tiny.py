@@ -18,20 +18,12 @@ import pytest
 
 from training.metrics import METRICS
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from bench_accuracy import DEFAULT_METHODS
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bench" / "bench_accuracy.py"
-METHODS = (
-    "cosine",
-    "correlation",
-    "derivative",
-    "drcnn",
-    "drcnn_rs",
-    "liu",
-    "drcnn_aug",
-    "drcnn+lib",
-    "drcnn+derivative",
-    "drcnn+tta",
-)
+METHODS = tuple(DEFAULT_METHODS.split(","))  # what --tiny runs
 
 
 @pytest.mark.slow
