@@ -57,6 +57,8 @@ def test_tiny_benchmark_writes_every_method_and_metric(
     cal = next(r["calibration"] for r in results["runs"] if r["method"] == "drcnn")
     assert {"temperature", "ece_before", "ece_after"} <= set(cal)
     openset = results["openset"]["dataset_1"]
-    assert set(openset["auroc"]) == {"probability", "similarity", "combined", "library_hqi"}
+    scores = {"probability", "similarity", "combined", "library_hqi", "library_derivative"}
+    assert set(openset["auroc"]) == scores
+    assert all(0.0 <= openset["auroc"][k] <= 1.0 for k in scores)
     assert results["datasets"]["dataset_1"]["classes"] == 6
     assert (out / "figures" / "dataset_1_drcnn_confusion.png").is_file()
