@@ -10,6 +10,7 @@ splits (the paper's protocol) and M splits grouped by RRUFF sample. Methods:
 - ``liu``: Liu et al. 2017's CNN;
 - ``drcnn_aug``: DRCNN trained with augmentation; ``drcnn_ls``: with label smoothing;
   ``drcnn_bn``: BatchNorm running statistics updated with momentum 0.1 instead of Keras' 0.01;
+  ``drcnn_dx``: DRCNN whose input is the derivative features (a fixed first layer);
 - ``<net>+<library method>``: a trained network's calibrated softmax averaged with a softmax over
   that library search's similarities (temperatures fitted on validation; ``<net>+lib`` =
   ``<net>+cosine``); ``<net>+tta``: test-time augmentation
@@ -83,6 +84,7 @@ NETWORKS: dict[str, dict[str, Any]] = {
     "drcnn_aug": {"augment": True},
     "drcnn_ls": {"label_smoothing": 0.1},
     "drcnn_bn": {"bn_momentum": 0.1},
+    "drcnn_dx": {"input_transform": "derivative"},
 }
 DEFAULT_METHODS = ",".join(
     (
@@ -215,6 +217,7 @@ def build_network(method: str, ds: Dataset, opts: Options) -> nn.Module:
         width_div=opts.width_div,
         dense_width_div=opts.dense_width_div,
         recursive_supervision=bool(spec.get("recursive_supervision")),
+        input_transform=spec.get("input_transform", "none"),
     )
     net = DRCNN(cfg)
     if "bn_momentum" in spec:  # the paper's Keras BatchNorm uses 0.01 (see docs/accuracy.md)

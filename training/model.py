@@ -8,9 +8,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from spectra.library import DERIVATIVE_WINDOW, savgol_coefficients
 
 
 @dataclass
@@ -33,6 +36,7 @@ class DRCNNConfig:
     recursive_supervision: bool = False
     width_div: int = 1
     dense_width_div: int | None = None  # None: same as width_div
+    input_transform: str = "none"  # "derivative": a fixed DerivativeFront before the embedding
 
     def scaled(self, n: int) -> int:
         """A conv width divided by `width_div`, never below 1."""
@@ -82,6 +86,11 @@ class DRCNN(nn.Module):
         self.bn2 = nn.BatchNorm1d(d2, eps=1e-3, momentum=0.01)
         self.out = nn.Linear(d2, cfg.n_classes)  # eq. 24 (softmax applied outside)
         self.drop = nn.Dropout(cfg.dropout)
+        if cfg.input_transform not in ("none", "derivative"):
+            raise ValueError(f"unknown input_transform {cfg.input_transform!r}")
+        self.front: nn.Module = (
+            DerivativeFront() if cfg.input_transform == "derivative" else nn.Identity()
+        )
         keras_init(self)
 
     def supervision(self, level: torch.Tensor) -> torch.Tensor:
@@ -98,7 +107,7 @@ class DRCNN(nn.Module):
 
     def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Final logits and, with recursive supervision, per-recursion logits (else [])."""
-        level = self.embed2(self.embed1(x).relu()).relu()
+        level = self.embed2(self.embed1(self.front(x)).relu()).relu()
         zs = []
         for _ in range(self.cfg.depth):  # unrolled at export: no Loop node in ONNX
             level = self.recursive(level).relu()
@@ -116,7 +125,7 @@ class DRCNN(nn.Module):
         return self.forward_all(x)[0] if self.cfg.recursive_supervision else self._fast(x)
 
     def _fast(self, x: torch.Tensor) -> torch.Tensor:
-        level = self.embed2(self.embed1(x).relu()).relu()
+        level = self.embed2(self.embed1(self.front(x)).relu()).relu()
         fused = None
         for i in range(self.cfg.depth):
             level = self.recursive(level).relu()
@@ -172,6 +181,24 @@ class LiuCNN(nn.Module):
         """Logits for [batch, 1, L] spectra."""
         h = self.features(x).flatten(1)
         return self.out(self.drop(torch.tanh(self.dense(h))))
+
+
+class DerivativeFront(nn.Module):
+    """`spectra.library.derivative_features` as a fixed (untrained) layer, so that a network can
+    see what the derivative library search sees and still export as one ONNX graph: square root,
+    Savitzky-Golay first derivative (edge values repeated), each spectrum scaled to max |d| = 1."""
+
+    def __init__(self, window: int = DERIVATIVE_WINDOW) -> None:
+        super().__init__()
+        kernel = torch.tensor(np.array(savgol_coefficients(window, 2, 1)), dtype=torch.float32)
+        self.register_buffer("kernel", kernel.view(1, 1, -1))  # conv1d correlates: no flip
+        self.edge = window // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, 1, L] spectra -> [batch, 1, L] scaled derivative features."""
+        x = F.pad(torch.sqrt(x.clamp(min=0.0)), (self.edge, self.edge), mode="replicate")
+        d = F.conv1d(x, self.get_buffer("kernel"))
+        return d / d.abs().amax(dim=-1, keepdim=True).clamp(min=1e-6)
 
 
 def keras_init(module: nn.Module) -> None:

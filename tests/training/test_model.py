@@ -4,15 +4,19 @@ train on a CPU, recursive supervision, Liu et al.'s CNN and the rebuild from a c
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from spectra.library import derivative_features
 from training.model import (
     DRCNN,
     DRCNNConfig,
     LiuCNN,
     LiuCNNConfig,
+    arch_of,
     build_model,
     count_parameters,
 )
@@ -172,3 +176,33 @@ def test_build_model_round_trip_through_json(cfg: DRCNNConfig | LiuCNNConfig) ->
     x = torch.rand(2, 1, cfg.input_length)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt.eval()(x), original.eval()(x))
+
+
+def test_derivative_front_matches_the_library_features_and_round_trips() -> None:
+    cfg = DRCNNConfig(input_length=128, n_classes=3, width_div=16, input_transform="derivative")
+    model = DRCNN(cfg).eval()
+    x = np.random.default_rng(0).uniform(-0.05, 1.0, (4, 128)).astype(np.float32)
+    want = derivative_features(x)
+    want /= np.abs(want).max(axis=1, keepdims=True)
+    got = model.front(torch.from_numpy(x)[:, None]).numpy()[:, 0]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert not list(model.front.parameters())  # fixed, never trained
+    again = build_model(json.loads(json.dumps(arch_of(model))))
+    again.load_state_dict(model.state_dict())
+    assert isinstance(again, DRCNN) and again.cfg.input_transform == "derivative"
+    with pytest.raises(ValueError, match="unknown input_transform"):
+        DRCNN(DRCNNConfig(input_length=128, n_classes=3, width_div=16, input_transform="fft"))
+
+
+def test_a_derivative_front_exports_to_onnx_with_parity(tmp_path: Path) -> None:
+    from training.export import check_graph, check_parity, export_onnx
+
+    cfg = DRCNNConfig(
+        input_length=128, n_classes=3, depth=2, width_div=16, input_transform="derivative"
+    )
+    model = DRCNN(cfg).eval()
+    path = tmp_path / "model.onnx"
+    export_onnx(model, 128, path)
+    check_graph(path, 128, 3)
+    x = np.random.default_rng(1).uniform(0, 1, (5, 128)).astype(np.float32)
+    assert check_parity(model, path, x) < 1e-4
