@@ -64,9 +64,9 @@ PLAN: dict[str, list[str]] = {
         "--subsets", D2, "--n-splits", "0", "--n-grouped", "5", "--no-openset",
         "--methods", "cosine,derivative,drcnn,drcnn+derivative,drcnn_rs,drcnn_rs+derivative",
     ],
-    "d2_random_rs": [
+    "d2_random_dx_rs": [
         "--subsets", D2, "--n-splits", "30", "--n-grouped", "0", "--no-openset",
-        "--methods", "cosine,derivative,drcnn_rs,drcnn_rs+derivative",
+        "--methods", "cosine,derivative,drcnn_dx,drcnn_dx+derivative,drcnn_rs,drcnn_rs+derivative",
     ],
     "d2_random_liu_aug": [
         "--subsets", D2, "--n-splits", "30", "--n-grouped", "0", "--no-openset",
@@ -76,7 +76,7 @@ PLAN: dict[str, list[str]] = {
 # What fits a lease. Measured on an H200 (docs/accuracy.md): a paper-size dataset_1 training
 # takes ~1-2 min with 3 jobs sharing the card, a dataset_2 one ~5x that; 8 jobs saturate it.
 PLANS = {
-    "d2": ["d2_random_drcnn", "d2_grouped", "d2_random_rs"],  # the missing half: ~15 min lease
+    "d2": ["d2_random_drcnn", "d2_grouped", "d2_random_dx_rs"],  # the missing half: ~15 min lease
     "d1": ["d1_random_drcnn", "d1_random_rs_liu", "d1_grouped", "d1_openset"],
     "all": list(PLAN),
 }
