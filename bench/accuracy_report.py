@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from spectra.scoring import softmax
 from training.calibration import accuracy_coverage
-from training.metrics import aggregate, confused_pairs, confusion_matrix, markdown_table, softmax
+from training.metrics import aggregate, confused_pairs, confusion_matrix, markdown_table
 from training.plots import plot_accuracy_coverage, plot_confusion, plot_pair, plot_reliability
 
 # The paper's Table 2 (Zhou et al. 2022), RRUFF subsets; N = 30 random splits.

@@ -44,8 +44,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy_report import write_markdown
 
+from spectra.card import Calibration
 from spectra.grid import Grid
 from spectra.library import LibrarySearch, class_references, pairwise_similarity
+from spectra.scoring import combined_probabilities, softmax
 from training.augment import AugmentConfig
 from training.calibration import (
     accuracy_coverage,
@@ -56,7 +58,7 @@ from training.calibration import (
     reliability_bins,
 )
 from training.datasets import PRESETS, Dataset, SubsetRule, build_dataset
-from training.metrics import aggregate, classification_report, confusion_matrix, softmax
+from training.metrics import aggregate, classification_report, confusion_matrix
 from training.model import (
     DRCNN,
     DRCNNConfig,
@@ -64,6 +66,7 @@ from training.model import (
     LiuCNNConfig,
     count_parameters,
 )
+from training.pipeline import LIB_T_BOUNDS
 from training.splits import Split, make_split, stratified_split
 from training.train import (
     Arrays,
@@ -103,7 +106,6 @@ DEFAULT_METHODS = ",".join(
 TTA_SHIFTS = (-2, -1, 0, 1, 2)
 OPENSET_LIBRARY_SEEDS = 5  # class hold-outs of the library-only open-set experiment
 MIN_UNIT_SECONDS = 10.0  # with less time before --deadline no (split, method) unit starts
-LIB_T_BOUNDS = (1e-4, 10.0)  # similarities differ by hundredths: their temperature is small
 
 
 @dataclass
@@ -323,12 +325,14 @@ def ensemble_logits(trained: Trained, ds: Dataset, split: Split, metric: str) ->
     """Log of the mean of the network's calibrated softmax and a softmax over the library
     similarities of `metric`; both temperatures are fitted on validation."""
     y_val = ds.y[split.val]
-    t_net = fit_temperature(trained.val_logits, y_val)
-    lib_val = library_scores(ds, split, metric, split.val)
-    t_lib = fit_temperature(lib_val, y_val, bounds=LIB_T_BOUNDS)
-    lib_test = library_scores(ds, split, metric, split.test)
-    probs = 0.5 * softmax(trained.test_logits, t_net) + 0.5 * softmax(lib_test, t_lib)
-    return np.log(probs + 1e-12)
+    scores = library_scores(ds, split, metric, np.concatenate([split.val, split.test]))
+    lib_val, lib_test = scores[: len(y_val)], scores[len(y_val) :]
+    calib = Calibration(
+        temperature=fit_temperature(trained.val_logits, y_val),
+        library_weight=0.5,
+        library_temperature=fit_temperature(lib_val, y_val, bounds=LIB_T_BOUNDS),
+    )
+    return np.log(combined_probabilities(trained.test_logits, lib_test, calib) + 1e-12)
 
 
 def calibration_stats(trained: Trained, y_val: np.ndarray, y_test: np.ndarray) -> dict[str, Any]:

@@ -17,21 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from spectra.library import LibrarySearch, savgol_coefficients
+from spectra.library import LibrarySearch, savgol_filter
 from training.datasets import Dataset
 from training.splits import make_split
 
 CACHE = Path("bench/cache/excellent_unoriented_dataset_2_1570.npz")
-
-
-def savgol(x: np.ndarray, window: int, order: int, deriv: int) -> np.ndarray:
-    """Savitzky-Golay filter along each row (edge values repeated at the ends)."""
-    half = window // 2
-    padded = np.pad(x, ((0, 0), (half, half)), mode="edge")
-    return sliding_window_view(padded, window, axis=1) @ savgol_coefficients(window, order, deriv)
 
 
 def snip_baseline_removed(x: np.ndarray, iterations: int) -> np.ndarray:
@@ -55,14 +47,14 @@ TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "x^0.25": lambda x: pos(x) ** 0.25,
     "log(1+100x)": lambda x: np.log1p(100 * pos(x)),
     "SNIP baseline removed (40 it.)": lambda x: snip_baseline_removed(x, 40),
-    "1st derivative, 11 pts": lambda x: savgol(x, 11, 2, 1),
-    "1st derivative, 21 pts": lambda x: savgol(x, 21, 2, 1),
-    "2nd derivative, 21 pts, cubic": lambda x: -savgol(x, 21, 3, 2),
-    "sqrt + 1st derivative, 7 pts": lambda x: savgol(np.sqrt(pos(x)), 7, 2, 1),
-    "sqrt + 1st derivative, 11 pts": lambda x: savgol(np.sqrt(pos(x)), 11, 2, 1),
-    "sqrt + 1st derivative, 15 pts": lambda x: savgol(np.sqrt(pos(x)), 15, 2, 1),
-    "sqrt + 1st derivative, 21 pts": lambda x: savgol(np.sqrt(pos(x)), 21, 2, 1),
-    "sqrt + 1st derivative, 15 pts, cubic": lambda x: savgol(np.sqrt(pos(x)), 15, 3, 1),
+    "1st derivative, 11 pts": lambda x: savgol_filter(x, 11, 2, 1),
+    "1st derivative, 21 pts": lambda x: savgol_filter(x, 21, 2, 1),
+    "2nd derivative, 21 pts, cubic": lambda x: -savgol_filter(x, 21, 3, 2),
+    "sqrt + 1st derivative, 7 pts": lambda x: savgol_filter(np.sqrt(pos(x)), 7, 2, 1),
+    "sqrt + 1st derivative, 11 pts": lambda x: savgol_filter(np.sqrt(pos(x)), 11, 2, 1),
+    "sqrt + 1st derivative, 15 pts": lambda x: savgol_filter(np.sqrt(pos(x)), 15, 2, 1),
+    "sqrt + 1st derivative, 21 pts": lambda x: savgol_filter(np.sqrt(pos(x)), 21, 2, 1),
+    "sqrt + 1st derivative, 15 pts, cubic": lambda x: savgol_filter(np.sqrt(pos(x)), 15, 3, 1),
 }
 
 

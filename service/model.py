@@ -21,8 +21,8 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail as OrtFail
 from service.errors import ModelInvalid
 from service.runtime import OnnxSession, RuntimeConfig
 from spectra.card import CARD_FILE, ONNX_FILE, REFERENCES_FILE, CardError, ModelCard, sha256_file
+from spectra.library import similarity_features
 from spectra.preprocess import Preprocessor
-from spectra.scoring import similarity_features
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,9 @@ from service.errors import InferenceFailed, NotReady, Overloaded, Timeout
 from service.metrics import Metrics
 from service.model import LoadedModel
 from service.traffic import Traffic
+from spectra.library import similarity_features
 from spectra.preprocess import Prepared
-from spectra.scoring import combined_probabilities, similarity_features
+from spectra.scoring import combined_probabilities
 
 log = logging.getLogger(__name__)
 

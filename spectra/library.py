@@ -32,6 +32,17 @@ def savgol_coefficients(window: int, order: int, deriv: int = 0) -> np.ndarray:
     return weights
 
 
+def savgol_filter(x: np.ndarray, window: int, order: int, deriv: int = 0) -> np.ndarray:
+    """Savitzky-Golay filter along each row of `x` [n, L] (edge values repeated at the ends)."""
+    x = np.atleast_2d(np.asarray(x, dtype=np.float32))
+    half = window // 2
+    padded = np.pad(x, ((0, 0), (half, half)), mode="edge")
+    kernel = savgol_coefficients(window, order, deriv)[::-1].astype(np.float32)  # convolve flips
+    # one np.convolve per row: ~10x faster than a strided matrix product for the service's
+    # single spectra, and as fast for a whole library
+    return np.stack([np.convolve(row, kernel, mode="valid") for row in padded])
+
+
 def derivative_features(x: np.ndarray, window: int = DERIVATIVE_WINDOW) -> np.ndarray:
     """First derivative (Savitzky-Golay, quadratic) of the square root of each spectrum row.
 
@@ -40,12 +51,7 @@ def derivative_features(x: np.ndarray, window: int = DERIVATIVE_WINDOW) -> np.nd
     residual background. Negative intensities (noise below a subtracted baseline) count as 0.
     """
     x = np.sqrt(np.clip(np.atleast_2d(np.asarray(x, dtype=np.float32)), 0.0, None))
-    half = window // 2
-    padded = np.pad(x, ((0, 0), (half, half)), mode="edge")
-    kernel = savgol_coefficients(window, 2, 1)[::-1].astype(np.float32)  # convolution flips it
-    # one np.convolve per row: ~10x faster than a strided matrix product for the service's
-    # single spectra, and as fast for a whole library
-    return np.stack([np.convolve(row, kernel, mode="valid") for row in padded])
+    return savgol_filter(x, window, 2, 1)
 
 
 def unit_rows(x: np.ndarray, centre: bool = False) -> np.ndarray:
@@ -55,6 +61,14 @@ def unit_rows(x: np.ndarray, centre: bool = False) -> np.ndarray:
         x = x - x.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norms > 0, norms, 1.0)
+
+
+def similarity_features(x: np.ndarray, metric: str) -> np.ndarray:
+    """Unit-norm rows whose dot products are the `metric` similarities (one of `METRICS`)."""
+    x = np.atleast_2d(np.asarray(x, dtype=np.float32))
+    if metric == "derivative":
+        return unit_rows(derivative_features(x))
+    return unit_rows(x, centre=metric == "correlation")
 
 
 @dataclass
@@ -68,18 +82,12 @@ class LibrarySearch:
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
             raise ValueError(f"unknown metric {self.metric!r}")
-        self._unit = self._features(self.spectra)
+        self._unit = similarity_features(self.spectra, self.metric)
         self.labels = np.asarray(self.labels)
-
-    def _features(self, x: np.ndarray) -> np.ndarray:
-        x = np.atleast_2d(x)
-        if self.metric == "derivative":
-            return unit_rows(derivative_features(x))
-        return unit_rows(x, centre=self.metric == "correlation")
 
     def similarity(self, queries: np.ndarray) -> np.ndarray:
         """[n_queries, n_library] similarity matrix."""
-        return self._features(queries) @ self._unit.T
+        return similarity_features(queries, self.metric) @ self._unit.T
 
     def class_scores(self, queries: np.ndarray, n_classes: int) -> np.ndarray:
         """Best similarity per class ([n_queries, n_classes]); -inf where a class has no entry."""

@@ -13,23 +13,19 @@ from __future__ import annotations
 import numpy as np
 
 from spectra.card import Calibration
-from spectra.library import derivative_features, unit_rows
 
 
-def softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
-    """Row-wise softmax of `scores / temperature`, computed stably in float64."""
+def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of `scores / temperature` in float64, shifted by the row maximum so it
+    never overflows. Works on [N, C] (or any shape: the last axis holds the classes)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
     z = np.asarray(scores, dtype=np.float64) / temperature
+    if z.size == 0:
+        return z
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
-
-
-def similarity_features(x: np.ndarray, metric: str) -> np.ndarray:
-    """Unit-norm rows whose dot products are the `metric` similarities (as `LibrarySearch`)."""
-    x = np.atleast_2d(np.asarray(x, dtype=np.float32))
-    if metric == "derivative":
-        return unit_rows(derivative_features(x))
-    return unit_rows(x, centre=metric == "correlation")
 
 
 def combined_probabilities(

@@ -25,19 +25,6 @@ LABELS = {
 }
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of `logits / temperature`, shifted by the row maximum so it never
-    overflows. Works on [N, C] (or any shape: the last axis holds the classes)."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    if z.size == 0:
-        return z
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def true_class_rank(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
     """0-based rank of the true class in each row (0 = top-1).
 

@@ -17,8 +17,8 @@ import numpy as np
 from torch import nn
 
 from spectra.card import Calibration
-from spectra.library import LibrarySearch, class_references
-from spectra.scoring import combined_probabilities, similarity_features
+from spectra.library import LibrarySearch, class_references, similarity_features
+from spectra.scoring import combined_probabilities, softmax
 from training.calibration import (
     choose_rejection,
     expected_calibration_error,
@@ -27,14 +27,14 @@ from training.calibration import (
 )
 from training.datasets import Dataset, top_up
 from training.export import ExportInputs, export_version, next_version
-from training.metrics import classification_report, confusion_matrix, softmax
+from training.metrics import classification_report, confusion_matrix
 from training.model import DRCNN, DRCNNConfig, LiuCNN, LiuCNNConfig
 from training.splits import Split, make_split
 from training.train import Arrays, Result, TrainConfig, fit, load_checkpoint, predict_logits
 
 SIMILARITY = "derivative"  # the card's similarity metric (the better library search, docs)
 LIBRARY_WEIGHTS = (0.0, 0.25, 0.5, 0.75)  # candidate mixes; the network always keeps a share
-LIB_T_BOUNDS = (1e-4, 10.0)
+LIB_T_BOUNDS = (1e-4, 10.0)  # similarities differ by hundredths: their temperature is small
 
 RRUFF_CITATION = (
     "Lafuente B, Downs R T, Yang H, Stone N (2015) The power of databases: the RRUFF project. "
@@ -125,9 +125,15 @@ def evaluate_run(run_dir: Path, ds: Dataset | None = None) -> dict[str, Any]:
     return ev
 
 
-def evaluate_split(model: nn.Module, ds: Dataset, split: Split) -> dict[str, Any]:
+def evaluate_split(
+    model: nn.Module,
+    ds: Dataset,
+    split: Split,
+    served: tuple[np.ndarray, Calibration] | None = None,
+) -> dict[str, Any]:
     """Metrics of `model` and of the cosine and derivative library searches on one split's test
-    part."""
+    part; with `served` = (references, calibration), also of what the service returns: the
+    card's combined probabilities."""
     n = len(ds.classes)
     x_te, y_te = ds.x[split.test], ds.y[split.test]
     logits = predict_logits(model, x_te)
@@ -136,23 +142,19 @@ def evaluate_split(model: nn.Module, ds: Dataset, split: Split) -> dict[str, Any
         metric: LibrarySearch(ds.x[split.train], ds.y[split.train], metric).class_scores(x_te, n)
         for metric in ("cosine", "derivative")
     }
-    return {
+    out = {
         "split": split.sizes(),
         "model": classification_report(logits, y_te, n),
         "library_search": classification_report(libs["cosine"], y_te, n),
         "derivative_search": classification_report(libs["derivative"], y_te, n),
         "confusion": confusion_matrix(y_te, pred, n).tolist(),
     }
-
-
-def served_report(
-    model: nn.Module, ds: Dataset, rows: np.ndarray, references: np.ndarray, calib: Calibration
-) -> dict[str, float]:
-    """Metrics of what the service returns for `rows`: the card's combined probabilities."""
-    x = ds.x[rows]
-    sims = reference_similarities(x, references, calib.similarity)
-    probs = combined_probabilities(predict_logits(model, x), sims, calib)
-    return classification_report(np.log(probs + 1e-12), ds.y[rows], len(ds.classes))
+    if served is not None:
+        refs, calib = served
+        sims = reference_similarities(x_te, refs, calib.similarity)
+        probs = combined_probabilities(logits, sims, calib)
+        out["served"] = classification_report(np.log(probs + 1e-12), y_te, n)
+    return out
 
 
 def reference_similarities(x: np.ndarray, references: np.ndarray, metric: str) -> np.ndarray:
@@ -225,9 +227,8 @@ def export_run(run_dir: Path, store: Path, name: str, version: str | None = None
     spec, ds, model, ckpt, split = load_run(run_dir)
     refs = class_references(ds.x[split.train], ds.y[split.train], len(ds.classes))
     calibration, cal_stats = calibrate(model, ds, split, refs)
-    ev = evaluate_split(model, ds, split)
+    ev = evaluate_split(model, ds, split, served=(refs, calibration))
     ev.pop("confusion")
-    served = served_report(model, ds, split.test, refs, calibration)
     inputs = ExportInputs(
         name=name,
         version=version or next_version(store, name),
@@ -237,7 +238,7 @@ def export_run(run_dir: Path, store: Path, name: str, version: str | None = None
         calibration=calibration,
         metrics={
             "test": ev["model"],
-            "served_test": served,
+            "served_test": ev["served"],
             "library_search_test": ev["library_search"],
             "derivative_search_test": ev["derivative_search"],
             "split": ev["split"],

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from spectra.card import Calibration
-from spectra.library import LibrarySearch
-from spectra.scoring import combined_probabilities, similarity_features, softmax
+from spectra.library import LibrarySearch, similarity_features
+from spectra.scoring import combined_probabilities, softmax
 
 RNG = np.random.default_rng(4)
 LOGITS = RNG.normal(0, 3, (5, 7))
@@ -33,9 +33,16 @@ def test_a_half_mix_is_the_mean_of_both() -> None:
     np.testing.assert_allclose(combined_probabilities(LOGITS, SIMS, calib), want)
 
 
-def test_softmax_is_stable_for_huge_scores() -> None:
-    probs = softmax(np.array([[1e6, 0.0], [-1e6, -1e6]]), 1.0)
-    np.testing.assert_allclose(probs, [[1.0, 0.0], [0.5, 0.5]])
+def test_softmax_is_stable_and_tempered() -> None:
+    p = softmax(np.array([[1000.0, 0.0, -1000.0], [1.0, 1.0, 1.0]]))
+    assert np.all(np.isfinite(p))
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    np.testing.assert_allclose(p[1], 1 / 3)
+    sharp, flat = softmax(np.array([2.0, 0.0]), 0.5), softmax(np.array([2.0, 0.0]), 4.0)
+    np.testing.assert_allclose(sharp[0], 1 / (1 + np.exp(-4.0)))
+    np.testing.assert_allclose(flat[0], 1 / (1 + np.exp(-0.5)))
+    with pytest.raises(ValueError):
+        softmax(np.zeros((1, 2)), 0.0)
 
 
 @pytest.mark.parametrize("metric", ["cosine", "correlation", "derivative"])

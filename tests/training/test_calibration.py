@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from spectra.scoring import softmax
 from training.calibration import (
     accuracy_coverage,
     auroc,
@@ -14,7 +15,6 @@ from training.calibration import (
     nll,
     reliability_bins,
 )
-from training.metrics import softmax
 
 C = 10
 

@@ -15,7 +15,6 @@ from training.metrics import (
     confused_pairs,
     confusion_matrix,
     markdown_table,
-    softmax,
     topk_accuracy,
     weighted_prf,
 )
@@ -23,18 +22,6 @@ from training.metrics import (
 # Four true classes 0,0,0,0 / 1,1 / 2,2; class 3 is absent from the test set but predicted once.
 Y_TRUE = np.array([0, 0, 0, 0, 1, 1, 2, 2])
 Y_PRED = np.array([0, 0, 1, 3, 1, 0, 2, 1])
-
-
-def test_softmax_is_stable_and_tempered() -> None:
-    p = softmax(np.array([[1000.0, 0.0, -1000.0], [1.0, 1.0, 1.0]]))
-    assert np.all(np.isfinite(p))
-    np.testing.assert_allclose(p.sum(axis=1), 1.0)
-    np.testing.assert_allclose(p[1], 1 / 3)
-    sharp, flat = softmax(np.array([2.0, 0.0]), 0.5), softmax(np.array([2.0, 0.0]), 4.0)
-    np.testing.assert_allclose(sharp[0], 1 / (1 + np.exp(-4.0)))
-    np.testing.assert_allclose(flat[0], 1 / (1 + np.exp(-0.5)))
-    with pytest.raises(ValueError):
-        softmax(np.zeros((1, 2)), 0.0)
 
 
 def test_confusion_matrix_rows_true_columns_predicted() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from spectra.scoring import softmax
 from training.calibration import accuracy_coverage, reliability_bins
-from training.metrics import softmax
 from training.plots import (
     confusion_dpi,
     plot_accuracy_coverage,
