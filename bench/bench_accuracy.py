@@ -135,6 +135,11 @@ class Options:
     time_full_epoch: int
     tiny: bool
     deadline_at: float | None = None  # wall clock (time.time()) after which no unit starts
+    # A training stops train_reserve seconds before the deadline, so that its evaluation, figures
+    # and the units derived from it (+derivative, +tta) still run; none starts with less than
+    # min_train seconds left: a network cut off after a few epochs says nothing about the method.
+    train_reserve: float = 45.0
+    min_train: float = 120.0
     seed: int = 0
     tag: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -251,7 +256,7 @@ def train_config(method: str, opts: Options, seed: int) -> TrainConfig:
         aux_weight=opts.aux_weight if spec.get("recursive_supervision") else 0.0,
         augment=AUGMENT if spec.get("augment") else AugmentConfig(),
         checkpoint_every_epoch=False,
-        max_seconds=None if left == float("inf") else max(left, 0.0),
+        max_seconds=None if left == float("inf") else max(left - opts.train_reserve, 0.0),
     )
 
 
@@ -588,9 +593,10 @@ class Bench:
         self.save()
         return self.results
 
-    def _has_time(self) -> bool:
-        """Whether a new unit may start before --deadline (noted in the results when not)."""
-        if time_left(self.opts) >= MIN_UNIT_SECONDS:
+    def _has_time(self, needed: float = MIN_UNIT_SECONDS) -> bool:
+        """Whether a unit needing `needed` seconds may start before --deadline (noted in the
+        results when not)."""
+        if time_left(self.opts) >= needed:
             return True
         self.results["deadline_reached"] = True
         return False
@@ -608,6 +614,9 @@ class Bench:
         split = make_split(kind, ds.y, ds.groups, seed)
         trained: dict[str, Trained] = {}
         for method in self.opts.methods:
+            base = method.partition("+")[0]
+            if base in NETWORKS and base not in trained and not self._has_time(self.opts.min_train):
+                continue  # the library methods later in the list may still fit
             if not self._has_time():
                 break
             t0 = time.time()
@@ -726,6 +735,20 @@ def parse_args(argv: list[str] | None = None) -> Options:
         metavar="SECONDS",
         help="wall-time budget: no unit starts after it, a training reaching it stops there",
     )
+    p.add_argument(
+        "--train-reserve",
+        type=float,
+        default=45.0,
+        metavar="SECONDS",
+        help="with --deadline: trainings stop this long before it",
+    )
+    p.add_argument(
+        "--min-train",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="with --deadline: no training starts with less time left",
+    )
     p.add_argument("--tag", default="", help="suffix for method names, e.g. @lr1e-4")
     p.add_argument("--merge", type=Path, nargs="+", help="combine earlier --out dirs into --out")
     p.add_argument("--tiny", action="store_true", help="6 classes, width/16, 2 epochs, N=1")
@@ -756,6 +779,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         seed=a.seed,
         tag=a.tag,
         deadline_at=None if a.deadline is None else time.time() + a.deadline,
+        train_reserve=a.train_reserve,
+        min_train=a.min_train,
         extra={"merge": [str(m) for m in a.merge or []]},
     )
     if a.tiny:

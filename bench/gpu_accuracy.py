@@ -80,7 +80,8 @@ PLANS = {
     "d1": ["d1_random_drcnn", "d1_random_rs_liu", "d1_grouped", "d1_openset"],
     "all": list(PLAN),
 }
-SMOKE_ARGS = ["--width-div", "16", "--epochs", "2", "--patience", "2", "--max-classes", "6"]
+SMOKE_ARGS = ["--width-div", "16", "--epochs", "2", "--patience", "2", "--max-classes", "6",
+              "--train-reserve", "2", "--min-train", "5"]  # fmt: skip
 
 # module -> wheel name prefix, for what bench_accuracy.py imports beyond numpy and torch
 WHEELS = {
