@@ -826,7 +826,12 @@ def merge_results(dirs: list[Path], out: Path) -> dict[str, Any]:
         f"{k} ({v.get('method', 'drcnn')})": v for p in parts for k, v in p["openset"].items()
     }
     methods = [r["method"] for r in merged["runs"]]
-    merged["options"] = {**merged["options"], "methods": list(dict.fromkeys(methods))}
+    merged["options"] = {
+        **merged["options"],
+        "methods": list(dict.fromkeys(methods)),
+        # the header's split counts: the most any part asked for (each table gives its own N)
+        **{k: max(p["options"][k] for p in parts) for k in ("n_splits", "n_grouped")},
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(merged, indent=1) + "\n")
     (out / "results.md").write_text(write_markdown(merged))

@@ -19,7 +19,7 @@ import pytest
 from training.metrics import METRICS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from bench_accuracy import DEFAULT_METHODS
+from bench_accuracy import DEFAULT_METHODS, merge_results
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bench" / "bench_accuracy.py"
@@ -62,3 +62,21 @@ def test_tiny_benchmark_writes_every_method_and_metric(
     assert all(0.0 <= openset["auroc"][k] <= 1.0 for k in scores)
     assert results["datasets"]["dataset_1"]["classes"] == 6
     assert (out / "figures" / "dataset_1_drcnn_confusion.png").is_file()
+    _check_merge(results, tmp_path)
+
+
+def _check_merge(results: dict, tmp_path: Path) -> None:
+    """--merge of two parallel jobs' parts: the library runs both jobs made on the same split are
+    counted once, a run only one part has is kept, and the header counts the most splits asked."""
+    a, b = tmp_path / "part_a", tmp_path / "part_b"
+    for part in (a, b):
+        part.mkdir()
+    (a / "results.json").write_text(json.dumps(results))
+    extra = {**results["runs"][0], "seed": 7, "method": "cosine"}
+    second = {**results, "runs": [*results["runs"], extra]}
+    second["options"] = {**results["options"], "n_splits": 3}
+    (b / "results.json").write_text(json.dumps(second))
+    merged = merge_results([a, b], tmp_path / "merged")
+    assert len(merged["runs"]) == len(results["runs"]) + 1
+    assert merged["options"]["n_splits"] == 3
+    assert "random splits N = 3" in (tmp_path / "merged" / "results.md").read_text()
