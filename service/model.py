@@ -3,14 +3,14 @@
 `load_model` trusts nothing on disk: every file must exist and parse, the ONNX file's sha256 must
 equal the card's, the graph's input must be `[batch, 1, grid points]` and its output
 `[batch, classes]` (checked on the declared shapes and again on a real run), and `references.npz`
-must hold one finite reference per class in card order. Any failure is `ModelInvalid` naming the
+must hold finite reference spectra labelled with the card's classes, at least one per class
+(`spectra.references`). Any failure is `ModelInvalid` naming the
 version and the reason; the caller keeps serving whatever it served before.
 """
 
 from __future__ import annotations
 
 import logging
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,9 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail as OrtFail
 from service.errors import ModelInvalid
 from service.runtime import OnnxSession, RuntimeConfig
 from spectra.card import CARD_FILE, ONNX_FILE, REFERENCES_FILE, CardError, ModelCard, sha256_file
-from spectra.library import similarity_features
+from spectra.library import LibrarySearch
 from spectra.preprocess import Preprocessor
+from spectra.references import read_references
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,10 @@ class LoadedModel:
     session: OnnxSession
     preprocessor: Preprocessor
     references: np.ndarray
-    """[C, L] float32 reference spectra, in card class order."""
-    unit_references: np.ndarray
-    """`references` as unit-norm features of the card's similarity metric (dot product with a
-    query's features = their similarity)."""
+    """[C, L] float32 reference spectrum of each class (the mean of its rows), card order."""
+    library: LibrarySearch
+    """The reference rows searched with the card's similarity metric: a query's similarity to a
+    class is its best match among the class's rows."""
 
     index: dict[str, int]
     """Class label -> logit index."""
@@ -75,7 +76,7 @@ def _load(directory: Path, name: str, version: str, cfg: RuntimeConfig) -> Loade
             card.version,
         )
     _check_hash(directory / ONNX_FILE, card)
-    references = _load_references(directory / REFERENCES_FILE, card)
+    refs = read_references(directory / REFERENCES_FILE, card.classes, card.grid.points)
     try:
         session = OnnxSession(directory / ONNX_FILE, cfg, card.input_name, card.output_name)
     except Exception as exc:  # onnxruntime raises several unrelated types for bad graphs
@@ -91,8 +92,8 @@ def _load(directory: Path, name: str, version: str, cfg: RuntimeConfig) -> Loade
         card,
         session,
         Preprocessor(card.grid),
-        references,
-        similarity_features(references, card.calibration.similarity),
+        refs.class_means(len(card.classes)),
+        LibrarySearch(refs.spectra, refs.classes, card.calibration.similarity),
         {c: i for i, c in enumerate(card.classes)},
     )
 
@@ -111,23 +112,6 @@ def _check_hash(path: Path, card: ModelCard) -> None:
         raise ValueError(
             f"sha256 of {ONNX_FILE} is {actual[:16]}..., the card says {card.onnx_sha256[:16]}..."
         )
-
-
-def _load_references(path: Path, card: ModelCard) -> np.ndarray:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            refs = np.asarray(npz["references"], dtype=np.float32)
-            labels = [str(label) for label in npz["labels"]]
-    except (KeyError, zipfile.BadZipFile, EOFError) as exc:
-        raise ValueError(f"{REFERENCES_FILE} is unreadable or lacks an array: {exc}") from None
-    shape = (len(card.classes), card.grid.points)
-    if refs.shape != shape:
-        raise ValueError(f"{REFERENCES_FILE} references have shape {refs.shape}, expected {shape}")
-    if labels != list(card.classes):
-        raise ValueError(f"{REFERENCES_FILE} labels differ from the card's classes (or order)")
-    if not np.isfinite(refs).all():
-        raise ValueError(f"{REFERENCES_FILE} references hold NaN or Inf")
-    return refs
 
 
 def _check_graph(session: OnnxSession, card: ModelCard) -> None:

@@ -2,11 +2,12 @@
 
 The `Predictor` owns a `Batcher` and a single worker thread that runs the synchronous ONNX
 session, so inference never blocks the event loop. Post-processing is vectorised per request:
-the query's similarity to every class reference (the card's metric), the card's probabilities
-(`spectra.scoring.combined_probabilities`: temperature-scaled softmax, mixed with a softmax over
-those similarities where the card says so), top-k, and the card's no-match rule. Requests hold a
-lease while they use a predictor; a retired predictor (replaced by a reload or activation) closes
-once its last lease is returned, so batches already queued on it finish on its session.
+the query's best similarity to each class's reference spectra (the card's metric), the card's
+probabilities (`spectra.scoring.combined_probabilities`: temperature-scaled softmax, mixed with a
+softmax over those similarities where the card says so), top-k, and the card's no-match rule.
+Requests hold a lease while they use a predictor; a retired predictor (replaced by a reload or
+activation) closes once its last lease is returned, so batches already queued on it finish on its
+session.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from service.errors import InferenceFailed, NotReady, Overloaded, Timeout
 from service.metrics import Metrics
 from service.model import LoadedModel
 from service.traffic import Traffic
-from spectra.library import similarity_features
 from spectra.preprocess import Prepared
 from spectra.scoring import combined_probabilities
 
@@ -139,10 +139,11 @@ class Predictor:
         self, vectors: np.ndarray, logits: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """The card's [n, C] probabilities for model-ready vectors and their logits, with the
-        [n, C] similarities of each vector to every class reference they were mixed with."""
+        [n, C] similarities of each vector to each class's best-matching reference spectrum
+        (what they were mixed with)."""
         calib = self.model.card.calibration
-        # one small product (C x L): used for the card's mix and each hit's reported similarity
-        sims = similarity_features(vectors, calib.similarity) @ self.model.unit_references.T
+        # one small product (rows x L): used for the card's mix and each hit's similarity
+        sims = self.model.library.class_scores(vectors, len(self.model.card.classes))
         return combined_probabilities(logits, sims, calib), sims
 
     def _answer(

@@ -58,7 +58,10 @@ class PredictionPublic(BaseModel):
     rank: int
     label: str
     probability: float = Field(description="Calibrated softmax probability.")
-    similarity: float = Field(description="Cosine similarity to the label's reference spectrum.")
+    similarity: float = Field(
+        description="Similarity (the card's metric: cosine, correlation or derivative HQI) to the "
+        "label's best-matching reference spectrum."
+    )
 
 
 class TimingsPublic(BaseModel):

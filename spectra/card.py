@@ -52,8 +52,8 @@ class Calibration:
     def rule(self) -> str:
         """The rejection rule in words, returned with every answer."""
         return (
-            f"match when top-1 probability >= {self.min_probability:.3g} "
-            f"and {self.similarity} similarity to its reference >= {self.min_similarity:.3g}"
+            f"match when top-1 probability >= {self.min_probability:.3g} and {self.similarity} "
+            f"similarity to its closest reference >= {self.min_similarity:.3g}"
         )
 
     def validate(self) -> None:

@@ -73,7 +73,11 @@ def similarity_features(x: np.ndarray, metric: str) -> np.ndarray:
 
 @dataclass
 class LibrarySearch:
-    """A library of labelled spectra on one grid, searched by one of `METRICS`."""
+    """A library of labelled spectra on one grid, searched by one of `METRICS`.
+
+    `labels` are class indices; a class may have any number of entries (the service's model
+    versions carry the training spectra of each class, older ones one mean spectrum per class).
+    """
 
     spectra: np.ndarray
     labels: np.ndarray
@@ -82,8 +86,18 @@ class LibrarySearch:
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
             raise ValueError(f"unknown metric {self.metric!r}")
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if self.labels.shape != (len(self.spectra),):
+            raise ValueError("one label per library spectrum is needed")
         self._unit = similarity_features(self.spectra, self.metric)
-        self.labels = np.asarray(self.labels)
+        # entries sorted by class, so that a class's best match is one reduceat over its run
+        self._order = np.argsort(self.labels, kind="stable")
+        self._classes, self._starts = np.unique(self.labels[self._order], return_index=True)
+
+    @property
+    def unit_features(self) -> np.ndarray:
+        """[n_library, F] unit-norm features (dot product with a query's = similarity)."""
+        return self._unit
 
     def similarity(self, queries: np.ndarray) -> np.ndarray:
         """[n_queries, n_library] similarity matrix."""
@@ -93,8 +107,9 @@ class LibrarySearch:
         """Best similarity per class ([n_queries, n_classes]); -inf where a class has no entry."""
         sim = self.similarity(queries)
         scores = np.full((sim.shape[0], n_classes), -np.inf, dtype=np.float32)
-        for c in np.unique(self.labels):
-            scores[:, c] = sim[:, self.labels == c].max(axis=1)
+        if len(self._classes):
+            best = np.maximum.reduceat(sim[:, self._order], self._starts, axis=1)
+            scores[:, self._classes] = best
         return scores
 
 

@@ -31,7 +31,8 @@ def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 def combined_probabilities(
     logits: np.ndarray, similarities: np.ndarray, calibration: Calibration
 ) -> np.ndarray:
-    """[n, C] probabilities from logits and [n, C] similarities to the class references."""
+    """[n, C] probabilities from logits and [n, C] similarities to each class's best-matching
+    reference spectrum."""
     probs = softmax(logits, calibration.temperature)
     w = calibration.library_weight
     if w == 0:

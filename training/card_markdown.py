@@ -85,7 +85,8 @@ def _calibration(card: ModelCard) -> str:
     c = card.calibration
     mix = (
         f"; mixed with weight {c.library_weight:g} with a softmax over {c.similarity} "
-        f"similarities to the class references (temperature {c.library_temperature:.4g})"
+        f"similarities to each class's closest reference spectrum "
+        f"(temperature {c.library_temperature:.4g})"
         if c.library_weight
         else ""
     )

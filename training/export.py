@@ -7,7 +7,8 @@ Checks made before anything is written to the store (a failed check leaves the s
 - the graph has a dynamic batch axis and no Loop/If nodes (the D recursions are unrolled, which
   CUDA graphs need), input `spectra` [batch, 1, L] and output `logits` [batch, C];
 - onnxruntime and torch agree (max relative error < 1e-4 in fp32) on real spectra;
-- the card matches the graph (L = grid points, C = number of classes, sha256 of the file).
+- the card matches the graph (L = grid points, C = number of classes, sha256 of the file);
+- every class has at least one finite reference spectrum (`spectra.references`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import nn
 from spectra.card import ONNX_FILE, REFERENCES_FILE, Calibration, ModelCard, sha256_file
 from spectra.grid import Grid
 from spectra.preprocess import Preprocessor
+from spectra.references import References, check_references, read_references, write_references
 from spectra.version import code_version
 from training.model import arch_of
 
@@ -47,7 +49,7 @@ class ExportInputs:
     version: str
     classes: list[str]
     grid: Grid
-    references: np.ndarray  # [C, L] float32: mean training spectrum per class
+    references: References  # labelled reference spectra (spectra.references)
     calibration: Calibration
     metrics: dict[str, Any]
     data: dict[str, Any]
@@ -115,14 +117,21 @@ def export_version(model: nn.Module, inputs: ExportInputs, store: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as tmp:
         staging = Path(tmp)
         onnx_path = staging / ONNX_FILE
+        try:
+            check_references(inputs.references, len(inputs.classes), inputs.grid.points)
+        except ValueError as exc:
+            raise ExportError(str(exc)) from None
         export_onnx(model, inputs.grid.points, onnx_path)
         check_graph(onnx_path, inputs.grid.points, len(inputs.classes))
         err = check_parity(model, onnx_path, inputs.parity_inputs[:64])
-        _write_references(staging / REFERENCES_FILE, inputs)
+        write_references(
+            staging / REFERENCES_FILE, inputs.references, inputs.classes, inputs.grid.axis
+        )
         save_weights(model, staging / WEIGHTS_FILE)
         card = _card(inputs, onnx_path, err)
         card.save(staging)
         ModelCard.load(staging)  # round-trip: what we wrote is what the service will read
+        read_references(staging / REFERENCES_FILE, inputs.classes, inputs.grid.points)
         staging.chmod(0o755)  # mkdtemp makes 0700: a server running as another user must read it
         # rename within one filesystem: all or nothing, and it fails (rather than nesting the
         # staging folder inside) if another export created the version meanwhile
@@ -147,15 +156,6 @@ def load_weights(path: Path) -> nn.Module:
         {k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
     )
     return model.eval()
-
-
-def _write_references(path: Path, inputs: ExportInputs) -> None:
-    np.savez_compressed(
-        path,
-        references=inputs.references.astype(np.float16),
-        labels=np.array(inputs.classes),
-        axis=inputs.grid.axis.astype(np.float32),
-    )
 
 
 def _card(inputs: ExportInputs, onnx_path: Path, parity: float) -> ModelCard:

@@ -20,11 +20,10 @@ import torch
 from torch import nn
 
 from spectra.card import ModelCard
-from spectra.library import class_references
 from training.export import ExportInputs, export_version, load_weights
 from training.metrics import classification_report
 from training.model import DRCNN, arch_of
-from training.pipeline import calibrate
+from training.pipeline import calibrate, training_references
 from training.splits import Split, stratified_split
 from training.train import Arrays, Result, TrainConfig, fit, predict_logits
 
@@ -157,7 +156,7 @@ def export_finetuned(
         np.ones(len(y), np.float32),
         base.grid,
     )
-    refs = class_references(x[split.train], y[split.train], len(classes))
+    refs = training_references(ds, split)
     calibration, cal_stats = calibrate(model, ds, split, refs)
     val = (
         classification_report(predict_logits(model, x[split.val]), y[split.val], len(classes))

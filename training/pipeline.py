@@ -17,7 +17,8 @@ import numpy as np
 from torch import nn
 
 from spectra.card import Calibration
-from spectra.library import LibrarySearch, class_references, similarity_features
+from spectra.library import LibrarySearch
+from spectra.references import References, reference_rows
 from spectra.scoring import combined_probabilities, softmax
 from training.calibration import (
     choose_rejection,
@@ -129,7 +130,7 @@ def evaluate_split(
     model: nn.Module,
     ds: Dataset,
     split: Split,
-    served: tuple[np.ndarray, Calibration] | None = None,
+    served: tuple[References, Calibration] | None = None,
 ) -> dict[str, Any]:
     """Metrics of `model` and of the cosine and derivative library searches on one split's test
     part; with `served` = (references, calibration), also of what the service returns: the
@@ -151,15 +152,25 @@ def evaluate_split(
     }
     if served is not None:
         refs, calib = served
-        sims = reference_similarities(x_te, refs, calib.similarity)
+        sims = reference_similarities(x_te, refs, calib.similarity, n)
         probs = combined_probabilities(logits, sims, calib)
         out["served"] = classification_report(np.log(probs + 1e-12), y_te, n)
     return out
 
 
-def reference_similarities(x: np.ndarray, references: np.ndarray, metric: str) -> np.ndarray:
-    """[n, C] `metric` similarity of each spectrum to each class reference."""
-    return similarity_features(x, metric) @ similarity_features(references, metric).T
+def reference_similarities(
+    x: np.ndarray, references: References, metric: str, n_classes: int
+) -> np.ndarray:
+    """[n, C] `metric` similarity of each spectrum to its best match among each class's
+    reference spectra (what the service computes)."""
+    return LibrarySearch(references.spectra, references.classes, metric).class_scores(x, n_classes)
+
+
+def training_references(ds: Dataset, split: Split) -> References:
+    """The reference library a version carries: the split's training spectra (at most
+    `spectra.references.MAX_PER_CLASS` per class)."""
+    rows = split.train[reference_rows(ds.y[split.train])]
+    return References(ds.x[rows], ds.y[rows].astype(np.int64))
 
 
 def _markdown(ev: dict[str, Any]) -> str:
@@ -170,19 +181,19 @@ def _markdown(ev: dict[str, Any]) -> str:
 
 
 def calibrate(
-    model: nn.Module, ds: Dataset, split: Split, references: np.ndarray
+    model: nn.Module, ds: Dataset, split: Split, references: References
 ) -> tuple[Calibration, dict[str, float]]:
     """Everything in the card's `Calibration`, fitted on the validation part: the network's
     temperature; the weight (of LIBRARY_WEIGHTS) and temperature of a softmax over derivative
-    similarities to the class references mixed into it, jointly minimising the mixture's NLL
-    (a proper score: the returned probabilities stay calibrated); then the rejection thresholds
-    on the mixed probabilities."""
+    similarities to each class's best-matching reference spectrum mixed into it, jointly
+    minimising the mixture's NLL (a proper score: the returned probabilities stay calibrated);
+    then the rejection thresholds on the mixed probabilities."""
     x_val, y_val = ds.x[split.val], ds.y[split.val]
     if len(y_val) == 0:
         return Calibration(), {}
     logits = predict_logits(model, x_val)
     t = fit_temperature(logits, y_val)
-    sims = reference_similarities(x_val, references, SIMILARITY)
+    sims = reference_similarities(x_val, references, SIMILARITY, len(ds.classes))
     calib = choose_library_weight(logits, sims, y_val, Calibration(t, 0.5, 0.0, SIMILARITY))
     probs = combined_probabilities(logits, sims, calib)
     top_sims = sims[np.arange(len(y_val)), probs.argmax(1)]
@@ -225,7 +236,7 @@ def choose_library_weight(
 def export_run(run_dir: Path, store: Path, name: str, version: str | None = None) -> Path:
     """Calibrate on validation, measure on test, and publish a model version."""
     spec, ds, model, ckpt, split = load_run(run_dir)
-    refs = class_references(ds.x[split.train], ds.y[split.train], len(ds.classes))
+    refs = training_references(ds, split)
     calibration, cal_stats = calibrate(model, ds, split, refs)
     ev = evaluate_split(model, ds, split, served=(refs, calibration))
     ev.pop("confusion")

@@ -88,7 +88,8 @@ async def reference(
         str | None, Query(description="Version; the active one when omitted.")
     ] = None,
 ) -> dict[str, Any]:
-    """The class's reference spectrum on the model grid (for overlay plots)."""
+    """The class's reference spectrum on the model grid: the mean of its reference spectra
+    (for overlay plots)."""
     async with manager.lease(name, version) as predictor:
         index = predictor.model.index.get(label)
         if index is None:

@@ -126,8 +126,8 @@ def build_base_model(store: Path, name: str = BASE_MODEL, epochs: int = 6) -> Pa
     import torch
 
     from spectra.card import Calibration
-    from spectra.library import class_references
     from spectra.preprocess import Preprocessor
+    from spectra.references import References
     from training.export import ExportInputs, export_version
     from training.model import DRCNN, DRCNNConfig, arch_of
     from training.train import Arrays, TrainConfig, fit
@@ -150,7 +150,7 @@ def build_base_model(store: Path, name: str = BASE_MODEL, epochs: int = 6) -> Pa
     fit(model, Arrays(x, y, x[::4], y[::4]), cfg, store.parent / "base-run")
     inputs = ExportInputs(
         name=name, version="1", classes=list(BASE_PEAKS), grid=GRID,
-        references=class_references(x, y, len(BASE_PEAKS)), calibration=Calibration(),
+        references=References(x, y), calibration=Calibration(),
         metrics={}, data={"source": "synthetic"}, architecture=arch_of(model), parity_inputs=x[:16],
     )  # fmt: skip
     return export_version(model.eval(), inputs, store)

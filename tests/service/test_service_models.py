@@ -24,6 +24,7 @@ REASONS = {
     "13": "cannot be loaded by onnxruntime",
     "14": "missing file(s) references.npz",
     "15": "(4 classes)",
+    "16": "1 class(es) of the card have no reference spectrum",
 }
 
 

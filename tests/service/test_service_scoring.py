@@ -53,7 +53,7 @@ def test_the_card_weight_decides_between_graph_and_references(
 ) -> None:
     spectra = [{"intensities": spectrum_on_grid(c, noise=0.01)} for c in range(len(CLASSES))]
     body = client.post("/v1/identify", json={"spectra": spectra, "top_k": 4}).json()
-    assert "derivative similarity to its reference" in body["results"][0]["no_match_rule"]
+    assert "derivative similarity to its closest reference" in body["results"][0]["no_match_rule"]
     for c, result in enumerate(body["results"]):
         top = result["predictions"][0]
         want = (c - 1) % len(CLASSES) if weight == 1.0 else c
@@ -73,3 +73,36 @@ def test_v2_probabilities_are_the_ones_v1_ranks_by(client: TestClient) -> None:
     v1 = client.post("/v1/identify", json={"spectra": [{"intensities": row}], "top_k": 4}).json()
     for p in v1["results"][0]["predictions"]:
         assert p["probability"] == pytest.approx(probs[CLASSES.index(p["label"])], abs=1e-6)
+
+
+def test_similarity_is_the_best_match_among_a_class_s_reference_spectra(tmp_path: Path) -> None:
+    """A version carrying two reference spectra per class (its own peak, and a peak elsewhere):
+    each hit's similarity is the query's cosine with the closer of its class's two spectra (not
+    with their mean), and the class's reference spectrum (for overlays) is their mean."""
+    name = "two-per-class"
+    directory = write_version(tmp_path / "models", name, "1", calibration=Calibration())
+    others = [650.0, 400.0, 1100.0, 250.0]  # a second, different spectrum for each class
+    rows = [peak(GRID, p) for pair in zip(PEAKS, others, strict=True) for p in pair]
+    labels = [c for c in CLASSES for _ in range(2)]
+    np.savez(directory / "references.npz", references=np.stack(rows), labels=labels)
+    settings = Settings(
+        model_store=tmp_path / "models",
+        default_model=name,
+        providers=["CPUExecutionProvider"],
+        warmup_batches=1,
+    )
+    with TestClient(create_app(settings)) as c:
+        query = {"spectra": [{"intensities": spectrum_on_grid(1)}], "top_k": 4}
+        body = c.post("/v1/identify", json=query | {"include_spectrum": True}).json()
+        mean = c.get(f"/v1/models/{name}/references/{CLASSES[1]}").json()["intensities"]
+    result = body["results"][0]
+    q = np.asarray(result["spectrum"]["intensities"])
+    unit = np.stack(rows) / np.linalg.norm(np.stack(rows), axis=1, keepdims=True)
+    cos = unit @ (q / np.linalg.norm(q))
+    for p in result["predictions"]:
+        i = CLASSES.index(p["label"])
+        assert p["similarity"] == pytest.approx(max(cos[2 * i], cos[2 * i + 1]), abs=1e-5)
+    own = next(p["similarity"] for p in result["predictions"] if p["label"] == CLASSES[1])
+    pair_mean = (rows[2] + rows[3]) / 2
+    np.testing.assert_allclose(mean, pair_mean, atol=1e-6)
+    assert own > float(pair_mean @ q / np.linalg.norm(pair_mean) / np.linalg.norm(q)) + 0.1

@@ -82,7 +82,7 @@ def test_card_defaults_are_filled_in() -> None:
 
 def test_calibration_rule_in_words() -> None:
     assert Calibration(1.0, 0.5, 0.25).rule == (
-        "match when top-1 probability >= 0.5 and cosine similarity to its reference >= 0.25"
+        "match when top-1 probability >= 0.5 and cosine similarity to its closest reference >= 0.25"
     )
     assert "derivative similarity" in Calibration(similarity="derivative").rule
 

@@ -19,6 +19,7 @@ from spectra.card import ONNX_FILE, REFERENCES_FILE, Calibration, ModelCard, sha
 from spectra.grid import Grid
 from spectra.library import class_references
 from spectra.preprocess import Preprocessor
+from spectra.references import References, read_references
 from spectra.version import code_version
 from training.export import (
     FORBIDDEN_OPS,
@@ -233,7 +234,7 @@ def export_inputs(
         version=version,
         classes=classes,
         grid=GRID,
-        references=class_references(arrays.x_train, arrays.y_train, len(classes)),
+        references=References(arrays.x_train, arrays.y_train.astype(np.int64)),
         calibration=Calibration(1.3, 0.5, 0.2),
         metrics={"test": {"top1": 0.9}},
         data={"source": "synthetic"},
@@ -323,11 +324,27 @@ def test_weights_file_rebuilds_the_network(exported: dict[str, Any], arrays: Arr
 def test_references_file(exported: dict[str, Any], arrays: Arrays) -> None:
     with np.load(exported["target"] / REFERENCES_FILE) as z:
         refs, labels, axis = z["references"], z["labels"], z["axis"]
-    assert refs.shape == (N_CLASSES, LENGTH) and refs.dtype == np.float16
-    assert labels.tolist() == CLASSES
+    # every training spectrum, labelled with its class name (the service's reference library)
+    assert refs.shape == arrays.x_train.shape and refs.dtype == np.float16
+    assert labels.tolist() == [CLASSES[i] for i in arrays.y_train]
     np.testing.assert_allclose(axis, GRID.axis, rtol=1e-6)
-    want = class_references(arrays.x_train, arrays.y_train, N_CLASSES)
-    np.testing.assert_allclose(refs, want, atol=1e-3)
+    np.testing.assert_allclose(refs, arrays.x_train, atol=1e-3)
+    back = read_references(exported["target"] / REFERENCES_FILE, CLASSES, LENGTH)
+    np.testing.assert_allclose(
+        back.class_means(N_CLASSES),
+        class_references(arrays.x_train, arrays.y_train, N_CLASSES),
+        atol=1e-3,
+    )
+
+
+def test_export_refuses_a_class_without_reference(exported: dict[str, Any], arrays: Arrays) -> None:
+    store: Path = exported["store"]
+    inputs = export_inputs(exported["model"].cfg, arrays, version="no-refs")
+    keep = arrays.y_train != 2
+    inputs.references = References(arrays.x_train[keep], arrays.y_train[keep].astype(np.int64))
+    with pytest.raises(ExportError, match=r"1 class.* no reference spectrum"):
+        export_version(exported["model"], inputs, store)
+    assert not (store / "test-minerals" / "no-refs").exists()
 
 
 def test_check_graph_rejects_wrong_length_and_classes(exported: dict[str, Any]) -> None:
@@ -342,7 +359,7 @@ def test_failed_export_leaves_the_store_untouched(exported: dict[str, Any], arra
     store: Path = exported["store"]
     five = [*CLASSES, "Epidote"]  # the graph has 4 outputs: the card would lie
     inputs = export_inputs(exported["model"].cfg, arrays, version="bad", classes=five)
-    inputs.references = np.zeros((5, LENGTH), dtype=np.float32)
+    inputs.references = References(np.zeros((5, LENGTH), np.float32), np.arange(5))
     with pytest.raises(ExportError, match="output shape"):
         export_version(exported["model"], inputs, store)
     assert sorted(p.name for p in (store / "test-minerals").iterdir()) == ["1"]

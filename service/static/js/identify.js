@@ -211,7 +211,7 @@ export class IdentifyView {
     },
     el("span", { class: "hit-rank" }, `${p.rank}.`),
     el("span", { class: "hit-label" }, p.label),
-    el("span", { class: "hit-sim", title: "Similarity of the spectrum to this label's reference spectrum (the model's metric, named in its no-match rule)" },
+    el("span", { class: "hit-sim", title: "Similarity of the spectrum to this label's best-matching reference spectrum (the model's metric, named in its no-match rule)" },
       `similarity ${p.similarity.toFixed(2)}`),
     el("span", { class: "hit-prob", title: "Calibrated probability" }, percent(p.probability)),
     el("span", { class: "hit-bar", "aria-hidden": "true" }, bar));
