@@ -121,7 +121,7 @@ def launch(
     out = opts.work / "parts" / name
     cmd = [sys.executable, str(BENCH), *args, "--out", str(out), "--cache", str(opts.cache)]
     cmd += ["--deadline", str(opts.deadline), "--threads", str(opts.threads)]
-    cmd += ["--device", opts.device, "--rruff", str(opts.rruff)]
+    cmd += ["--device", opts.device, "--rruff", str(opts.rruff), "--seed", str(opts.first_seed)]
     if opts.smoke:
         cmd += SMOKE_ARGS
     log = (opts.work / "logs" / f"{name}.log").open("w")
@@ -153,6 +153,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads per job")
     p.add_argument("--device", default="auto")
     p.add_argument("--plan", default="d2", choices=sorted(PLANS), help="named set of jobs")
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="first split seed of every job: a later lease starts where the last one stopped",
+    )
     p.add_argument("--jobs", default=None, help="comma-separated jobs of PLAN (overrides --plan)")
     p.add_argument("--smoke", action="store_true", help="the plan in miniature (CPU check)")
     return p.parse_args(argv)
@@ -202,7 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown job(s) {', '.join(unknown)}; choose from {', '.join(PLAN)}")
     jobs = {n: PLAN[n] for n in names if n}
-    plan = {"jobs": jobs, "deadline_s": opts.deadline, "smoke": opts.smoke, "unpacked": unpacked}
+    plan = {
+        "jobs": jobs,
+        "first_seed": opts.first_seed,
+        "deadline_s": opts.deadline,
+        "smoke": opts.smoke,
+        "unpacked": unpacked,
+    }
     (opts.work / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
     monitor = gpu_monitor(opts.work)
     procs = {name: launch(name, args, opts, env) for name, args in jobs.items()}

@@ -121,6 +121,8 @@ def test_smoke_plan_stops_at_the_deadline_and_packs_one_tarball(
         "25",
         "--threads",
         "1",
+        "--first-seed",
+        "3",
         "--rruff",
         str(shared_rruff_zip),
         "--work",
@@ -140,6 +142,7 @@ def test_smoke_plan_stops_at_the_deadline_and_packs_one_tarball(
     assert results["deadline_reached"] is True
     seeds = {r["seed"] for r in results["runs"]}
     assert 1 <= len(seeds) < 30  # some splits finished, not all 30
-    methods = {r["method"] for r in results["runs"] if r["seed"] == 0}
+    assert min(seeds) == 3  # --first-seed: a later lease continues with new splits
+    methods = {r["method"] for r in results["runs"] if r["seed"] == 3}
     assert methods == {"cosine", "derivative", "drcnn_rs", "liu", "drcnn_rs+derivative"}
     assert (root / "logs" / "d1_random_rs_liu.log").read_text().strip()
