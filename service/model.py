@@ -4,8 +4,8 @@
 equal the card's, the graph's input must be `[batch, 1, grid points]` and its output
 `[batch, classes]` (checked on the declared shapes and again on a real run), and `references.npz`
 must hold finite reference spectra labelled with the card's classes, at least one per class
-(`spectra.references`). Any failure is `ModelInvalid` naming the
-version and the reason; the caller keeps serving whatever it served before.
+(`spectra.references`). Any failure is `ModelInvalid` naming the version and the reason; the
+caller keeps serving whatever it served before.
 """
 
 from __future__ import annotations

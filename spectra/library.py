@@ -94,11 +94,6 @@ class LibrarySearch:
         self._order = np.argsort(self.labels, kind="stable")
         self._classes, self._starts = np.unique(self.labels[self._order], return_index=True)
 
-    @property
-    def unit_features(self) -> np.ndarray:
-        """[n_library, F] unit-norm features (dot product with a query's = similarity)."""
-        return self._unit
-
     def similarity(self, queries: np.ndarray) -> np.ndarray:
         """[n_queries, n_library] similarity matrix."""
         return similarity_features(queries, self.metric) @ self._unit.T
