@@ -34,8 +34,12 @@ from training.splits import Split, make_split
 from training.train import Arrays, Result, TrainConfig, fit, load_checkpoint, predict_logits
 
 SIMILARITY = "derivative"  # the card's similarity metric (the better library search, docs)
-LIBRARY_WEIGHTS = (0.0, 0.25, 0.5, 0.75)  # candidate mixes; the network always keeps a share
+# candidate mixes; the network always keeps a share (0.9 added for v3: bench/mix_calibration.py)
+LIBRARY_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 0.9)
 LIB_T_BOUNDS = (1e-4, 10.0)  # similarities differ by hundredths: their temperature is small
+NET_T_BOUNDS = (0.05, 20.0)
+JOINT_TEMPERATURES = False  # refit the network's temperature in the mix (bench/mix_calibration)
+JOINT_ROUNDS = 3  # coordinate descent on the two temperatures
 
 RRUFF_CITATION = (
     "Lafuente B, Downs R T, Yang H, Stone N (2015) The power of databases: the RRUFF project. "
@@ -215,22 +219,35 @@ def _fit_library_temperature(nll: Callable[[Calibration], float], calib: Calibra
 
 
 def choose_library_weight(
-    logits: np.ndarray, sims: np.ndarray, y: np.ndarray, base: Calibration
+    logits: np.ndarray,
+    sims: np.ndarray,
+    y: np.ndarray,
+    base: Calibration,
+    weights: tuple[float, ...] = LIBRARY_WEIGHTS,
+    joint: bool = JOINT_TEMPERATURES,
 ) -> Calibration:
-    """`base` with the library weight of LIBRARY_WEIGHTS, and for it the library temperature,
-    that give the lowest validation NLL (ties to the lower weight)."""
+    """`base` with the library weight of `weights`, and for it the library temperature (with
+    `joint`, the network's temperature too, the two refitted in turn inside the mixture), that
+    give the lowest validation NLL (ties to the lower weight)."""
 
     def nll(calib: Calibration) -> float:
         probs = combined_probabilities(logits, sims, calib)
         return float(-np.log(probs[np.arange(len(y)), y] + 1e-12).mean())
 
     scored = []
-    for w in LIBRARY_WEIGHTS:
+    for w in weights:
         calib = replace(base, library_weight=w)
-        if w > 0:  # similarities differ by hundredths: their temperature is small
-            calib = replace(calib, library_temperature=_fit_library_temperature(nll, calib))
+        for _ in range(JOINT_ROUNDS if joint and w > 0 else 1):
+            if w > 0:  # similarities differ by hundredths: their temperature is small
+                calib = replace(calib, library_temperature=_fit_library_temperature(nll, calib))
+            if joint and w > 0:
+                calib = replace(calib, temperature=_fit_network_temperature(nll, calib))
         scored.append((nll(calib), w, calib))
     return min(scored, key=lambda s: s[:2])[2]
+
+
+def _fit_network_temperature(nll: Callable[[Calibration], float], calib: Calibration) -> float:
+    return minimise_over_log_scale(lambda t: nll(replace(calib, temperature=t)), NET_T_BOUNDS)
 
 
 def export_run(run_dir: Path, store: Path, name: str, version: str | None = None) -> Path:

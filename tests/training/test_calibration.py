@@ -157,3 +157,28 @@ def test_library_weight_follows_whichever_score_is_informative() -> None:
     chosen = choose_library_weight(informative * 3, noise * 0.1, y, base)
     assert chosen.library_weight == 0.0
     assert (chosen.temperature, chosen.library_temperature) == (1.0, 0.1)
+
+
+def test_joint_temperatures_fit_the_network_inside_the_mixture() -> None:
+    """With both parts informative, refitting the network's temperature inside the mixture moves
+    it away from the value fitted on the network alone and never raises the NLL."""
+    from spectra.card import Calibration
+    from spectra.scoring import combined_probabilities
+    from training.calibration import fit_temperature
+    from training.pipeline import choose_library_weight
+
+    rng = np.random.default_rng(9)
+    y = rng.integers(0, 6, 400)
+    logits = np.eye(6)[y] * 2.0 + rng.normal(0, 1.0, (400, 6))
+    sims = (np.eye(6)[y] * 2.0 + rng.normal(0, 1.0, (400, 6))) * 0.1
+    base = Calibration(fit_temperature(logits, y), 0.5, 0.0, "derivative")
+
+    def nll(c: Calibration) -> float:
+        p = combined_probabilities(logits, sims, c)
+        return float(-np.log(p[np.arange(len(y)), y]).mean())
+
+    alone = choose_library_weight(logits, sims, y, base, weights=(0.5,), joint=False)
+    joint = choose_library_weight(logits, sims, y, base, weights=(0.5,), joint=True)
+    assert alone.temperature == base.temperature
+    assert abs(joint.temperature - base.temperature) > 0.05
+    assert nll(joint) <= nll(alone) + 1e-9

@@ -1,0 +1,134 @@
+"""How export should fit the card's network + library mix: accuracy and calibration of variants.
+
+The served probabilities mix the network's temperature-scaled softmax with a softmax over the
+query's derivative similarity to each class's closest reference spectrum
+(`spectra.scoring.combined_probabilities`). Export fits the mix on the validation part of a
+trained run by NLL (`training.pipeline.choose_library_weight`). This script refits it in several
+ways on the same run and reports validation NLL / ECE / top-1 (what the fit sees) and test top-1 /
+top-5 / NLL / ECE (what users get), so that a change of the fitting is chosen on evidence:
+
+- `to 0.75`: the network's temperature fitted alone, weights {0, .25, .5, .75}, the library
+  temperature fitted per weight (how rruff-minerals/3 was first exported, commit 6be730a);
+- `to 0.9`: the same with weight 0.9 allowed (what export does now: `LIBRARY_WEIGHTS`);
+- `to 0.9 joint`: weight 0.9 allowed and both temperatures refitted in turn inside the mixture.
+
+    python bench/mix_calibration.py --run runs/default --out bench/results/mix_calibration.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench_accuracy import machine_info  # noqa: E402
+
+from spectra.card import Calibration  # noqa: E402
+from spectra.scoring import combined_probabilities  # noqa: E402
+from training.calibration import expected_calibration_error, fit_temperature  # noqa: E402
+from training.pipeline import (  # noqa: E402
+    LIBRARY_WEIGHTS,
+    SIMILARITY,
+    choose_library_weight,
+    load_run,
+    reference_similarities,
+    training_references,
+)
+from training.train import predict_logits  # noqa: E402
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "to 0.75": {"weights": (0.0, 0.25, 0.5, 0.75), "joint": False},
+    "to 0.9": {"weights": (0.0, 0.25, 0.5, 0.75, 0.9), "joint": False},
+    "to 0.9 joint": {"weights": (0.0, 0.25, 0.5, 0.75, 0.9), "joint": True},
+}
+
+
+def scores(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """top-1, top-5, NLL, ECE and mean top-1 probability."""
+    top5 = np.argsort(-probs, axis=1)[:, :5]
+    return {
+        "top1": float((probs.argmax(1) == y).mean()),
+        "top5": float((top5 == y[:, None]).any(1).mean()),
+        "nll": float(-np.log(probs[np.arange(len(y)), y] + 1e-12).mean()),
+        "ece": expected_calibration_error(probs, y),
+        "confidence": float(probs.max(1).mean()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Fit every variant on validation, score it on validation and test, write JSON + table."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--run", type=Path, default=REPO / "runs" / "default")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "mix_calibration.json")
+    a = p.parse_args(argv)
+    start = time.time()
+    _, ds, model, _, split = load_run(a.run)
+    n = len(ds.classes)
+    refs = training_references(ds, split)
+    parts = {}
+    for part in ("val", "test"):
+        idx = getattr(split, part)
+        x = ds.x[idx]
+        parts[part] = (predict_logits(model, x), reference_similarities(x, refs, SIMILARITY, n))
+    y = {"val": ds.y[split.val], "test": ds.y[split.test]}
+    logits_v, sims_v = parts["val"]
+    base = Calibration(fit_temperature(logits_v, y["val"]), 0.5, 0.0, SIMILARITY)
+    rows = []
+    for name, kw in VARIANTS.items():
+        calib = choose_library_weight(logits_v, sims_v, y["val"], base, **kw)
+        row: dict[str, Any] = {
+            "variant": name,
+            "weight": calib.library_weight,
+            "temperature": calib.temperature,
+            "library_temperature": calib.library_temperature,
+        }
+        for part, (logits, sims) in parts.items():
+            row[part] = scores(combined_probabilities(logits, sims, calib), y[part])
+        rows.append(row)
+        print(name, json.dumps(row), flush=True)
+    result = {
+        "run": str(a.run),
+        "machine": machine_info(),
+        "split_sizes": split.sizes(),
+        "library_weights_in_pipeline": list(LIBRARY_WEIGHTS),
+        "rows": rows,
+        "seconds": round(time.time() - start, 1),
+    }
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=1) + "\n")
+    a.out.with_suffix(".md").write_text(markdown(result))
+    return 0
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The table of `result`."""
+    head = (
+        "| variant | weight | T | library T | val NLL | val ECE | val top-1 | test top-1 | "
+        "test top-5 | test NLL | test ECE | test confidence |\n" + "|---" * 12 + "|\n"
+    )
+    body = "".join(
+        f"| {r['variant']} | {r['weight']:g} | {r['temperature']:.3f} | "
+        f"{r['library_temperature']:.4f} | {r['val']['nll']:.3f} | {r['val']['ece']:.3f} | "
+        f"{r['val']['top1']:.4f} | {r['test']['top1']:.4f} | {r['test']['top5']:.4f} | "
+        f"{r['test']['nll']:.3f} | {r['test']['ece']:.3f} | {r['test']['confidence']:.3f} |\n"
+        for r in result["rows"]
+    )
+    return (
+        f"# Mix calibration ({result['run']}, split {result['split_sizes']})\n\n"
+        + head
+        + body
+        + f"\n{result['seconds']} s on {result['machine']['cpu']} ({result['machine']['cores']} "
+        f"cores), commit {result['machine']['git_commit']}\n"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
