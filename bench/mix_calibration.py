@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(name, json.dumps(row), flush=True)
     result = {
-        "run": str(a.run),
+        "run": os.path.relpath(a.run, REPO),
         "machine": machine_info(),
         "split_sizes": split.sizes(),
         "library_weights_in_pipeline": list(LIBRARY_WEIGHTS),
