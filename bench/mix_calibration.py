@@ -12,6 +12,10 @@ top-5 / NLL / ECE (what users get), so that a change of the fitting is chosen on
 - `to 0.9`: the same with weight 0.9 allowed (what export does now: `LIBRARY_WEIGHTS`);
 - `to 0.9 joint`: weight 0.9 allowed and both temperatures refitted in turn inside the mixture.
 
+Then, with the mix export fits (`to 0.9`), the test part against the two libraries a version could
+carry: the training part only (what the mix was fitted against) or the training and validation
+parts (what export publishes, `training.pipeline.calibrate_and_publish`).
+
     python bench/mix_calibration.py --run runs/default --out bench/results/mix_calibration.json
 """
 
@@ -39,9 +43,9 @@ from training.pipeline import (  # noqa: E402
     LIBRARY_WEIGHTS,
     SIMILARITY,
     choose_library_weight,
+    library_references,
     load_run,
     reference_similarities,
-    training_references,
 )
 from training.train import predict_logits  # noqa: E402
 
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     _, ds, model, _, split = load_run(a.run)
     n = len(ds.classes)
-    refs = training_references(ds, split)
+    refs = library_references(ds, split.train)
     parts = {}
     for part in ("val", "test"):
         idx = getattr(split, part)
@@ -95,18 +99,41 @@ def main(argv: list[str] | None = None) -> int:
             row[part] = scores(combined_probabilities(logits, sims, calib), y[part])
         rows.append(row)
         print(name, json.dumps(row), flush=True)
+    adopted = choose_library_weight(logits_v, sims_v, y["val"], base)
+    published = library_comparison(ds, split, adopted, parts["test"][0])
     result = {
         "run": os.path.relpath(a.run, REPO),
         "machine": machine_info(),
         "split_sizes": split.sizes(),
         "library_weights_in_pipeline": list(LIBRARY_WEIGHTS),
         "rows": rows,
+        "published_library": published,
         "seconds": round(time.time() - start, 1),
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1) + "\n")
     a.out.with_suffix(".md").write_text(markdown(result))
     return 0
+
+
+def library_comparison(
+    ds: Any, split: Any, calib: Calibration, logits_test: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """Test scores of the served mix and of the derivative search alone against the training
+    part, and against the training + validation parts, as reference library."""
+    n, x, y = len(ds.classes), ds.x[split.test], ds.y[split.test]
+    out = {}
+    for name, rows in (
+        ("train", split.train),
+        ("train+val", np.sort(np.concatenate([split.train, split.val]))),
+    ):
+        sims = reference_similarities(x, library_references(ds, rows), SIMILARITY, n)
+        out[name] = {
+            "spectra": len(rows),
+            "served": scores(combined_probabilities(logits_test, sims, calib), y),
+            "derivative_search_top1": float((sims.argmax(1) == y).mean()),
+        }
+    return out
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -122,10 +149,20 @@ def markdown(result: dict[str, Any]) -> str:
         f"{r['test']['nll']:.3f} | {r['test']['ece']:.3f} | {r['test']['confidence']:.3f} |\n"
         for r in result["rows"]
     )
+    lib = "".join(
+        f"| {k} | {v['spectra']} | {v['served']['top1']:.4f} | {v['served']['top5']:.4f} | "
+        f"{v['served']['ece']:.3f} | {v['derivative_search_top1']:.4f} |\n"
+        for k, v in result["published_library"].items()
+    )
     return (
         f"# Mix calibration ({result['run']}, split {result['split_sizes']})\n\n"
         + head
         + body
+        + "\n## Reference library on test (mix as export fits it)\n\n"
+        + "| library | spectra | served top-1 | served top-5 | served ECE "
+        + "| derivative search top-1 |\n"
+        + "|---|---|---|---|---|---|\n"
+        + lib
         + f"\n{result['seconds']} s on {result['machine']['cpu']} ({result['machine']['cores']} "
         f"cores), commit {result['machine']['git_commit']}\n"
     )

@@ -65,7 +65,8 @@ def _metrics_table(m: dict[str, Any]) -> list[str]:
     ]
     columns: list[tuple[str, dict[str, Any]]] = [(h, m[k]) for h, k in headings if m.get(k)]
     rows = [
-        "## Test metrics (held-out part of the split; the searches use its training part)",
+        "## Test metrics (held-out part of the split; the searches use the reference spectra "
+        "the version carries)",
         "",
         "| metric | " + " | ".join(h for h, _ in columns) + " |",
         "|---|" + "---|" * len(columns),

@@ -23,7 +23,7 @@ from spectra.card import ModelCard
 from training.export import ExportInputs, export_version, load_weights
 from training.metrics import classification_report
 from training.model import DRCNN, arch_of
-from training.pipeline import calibrate, training_references
+from training.pipeline import calibrate_and_publish
 from training.splits import Split, stratified_split
 from training.train import Arrays, Result, TrainConfig, fit, predict_logits
 
@@ -156,8 +156,7 @@ def export_finetuned(
         np.ones(len(y), np.float32),
         base.grid,
     )
-    refs = training_references(ds, split)
-    calibration, cal_stats = calibrate(model, ds, split, refs)
+    calibration, cal_stats, refs = calibrate_and_publish(model, ds, split)
     val = (
         classification_report(predict_logits(model, x[split.val]), y[split.val], len(classes))
         if len(split.val)

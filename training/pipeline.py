@@ -138,15 +138,14 @@ def evaluate_split(
 ) -> dict[str, Any]:
     """Metrics of `model` and of the cosine and derivative library searches on one split's test
     part; with `served` = (references, calibration), also of what the service returns: the
-    card's combined probabilities."""
+    card's combined probabilities, and the searches run over those references (the spectra the
+    version carries) instead of the training part."""
     n = len(ds.classes)
     x_te, y_te = ds.x[split.test], ds.y[split.test]
     logits = predict_logits(model, x_te)
     pred = logits.argmax(1) if len(y_te) else np.zeros(0, dtype=np.int64)
-    libs = {
-        metric: LibrarySearch(ds.x[split.train], ds.y[split.train], metric).class_scores(x_te, n)
-        for metric in ("cosine", "derivative")
-    }
+    library = served[0] if served else References(ds.x[split.train], ds.y[split.train])
+    libs = {m: reference_similarities(x_te, library, m, n) for m in ("cosine", "derivative")}
     out = {
         "split": split.sizes(),
         "model": classification_report(logits, y_te, n),
@@ -170,11 +169,24 @@ def reference_similarities(
     return LibrarySearch(references.spectra, references.classes, metric).class_scores(x, n_classes)
 
 
-def training_references(ds: Dataset, split: Split) -> References:
-    """The reference library a version carries: the split's training spectra (at most
-    `spectra.references.MAX_PER_CLASS` per class)."""
-    rows = split.train[reference_rows(ds.y[split.train])]
+def library_references(ds: Dataset, rows: np.ndarray) -> References:
+    """Spectra `rows` of `ds` as a reference library (at most `spectra.references.MAX_PER_CLASS`
+    per class)."""
+    rows = np.asarray(rows)[reference_rows(ds.y[rows])]
     return References(ds.x[rows], ds.y[rows].astype(np.int64))
+
+
+def calibrate_and_publish(
+    model: nn.Module, ds: Dataset, split: Split
+) -> tuple[Calibration, dict[str, float], References]:
+    """The card's calibration and the references a version carries. The mix and the thresholds
+    are fitted on the validation part against a library of the training part only (so that
+    validation spectra are not their own best match); the published library then holds the
+    training *and* validation spectra: every labelled spectrum not held out for test is a
+    reference a query can match (bench/mix_calibration.py measures what that does)."""
+    calibration, stats = calibrate(model, ds, split, library_references(ds, split.train))
+    published = library_references(ds, np.sort(np.concatenate([split.train, split.val])))
+    return calibration, stats, published
 
 
 def _markdown(ev: dict[str, Any]) -> str:
@@ -253,8 +265,7 @@ def _fit_network_temperature(nll: Callable[[Calibration], float], calib: Calibra
 def export_run(run_dir: Path, store: Path, name: str, version: str | None = None) -> Path:
     """Calibrate on validation, measure on test, and publish a model version."""
     spec, ds, model, ckpt, split = load_run(run_dir)
-    refs = training_references(ds, split)
-    calibration, cal_stats = calibrate(model, ds, split, refs)
+    calibration, cal_stats, refs = calibrate_and_publish(model, ds, split)
     ev = evaluate_split(model, ds, split, served=(refs, calibration))
     ev.pop("confusion")
     inputs = ExportInputs(

@@ -182,3 +182,32 @@ def test_joint_temperatures_fit_the_network_inside_the_mixture() -> None:
     assert alone.temperature == base.temperature
     assert abs(joint.temperature - base.temperature) > 0.05
     assert nll(joint) <= nll(alone) + 1e-9
+
+
+def test_published_references_are_the_training_and_validation_spectra() -> None:
+    """Export fits the mix against the training part, then publishes training + validation
+    spectra as the version's references; no test spectrum is ever a reference."""
+    import torch
+    from torch import nn
+
+    from spectra.grid import Grid
+    from training.datasets import Dataset
+    from training.pipeline import calibrate_and_publish
+    from training.splits import stratified_split
+
+    rng = np.random.default_rng(3)
+    n, length, classes = 120, 40, 4
+    y = np.repeat(np.arange(classes), n // classes)
+    x = (np.eye(classes, length)[y] + rng.normal(0, 0.2, (n, length))).astype(np.float32)
+    ds = Dataset(
+        x, y, [f"c{i}" for i in range(classes)], np.array([f"R{i}" for i in range(n)]),
+        np.array([""] * n), np.ones(n, np.float32), Grid(100.0, 139.0, length),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(length, classes))
+    split = stratified_split(y, 0)
+    calib, _, refs = calibrate_and_publish(model, ds, split)
+    published = np.sort(np.concatenate([split.train, split.val]))
+    np.testing.assert_array_equal(refs.spectra, x[published])
+    np.testing.assert_array_equal(refs.classes, y[published])
+    assert calib.library_weight > 0  # the references know the classes, the random network not
