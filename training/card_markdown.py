@@ -29,8 +29,10 @@ def render(card: ModelCard, command: str | None = None) -> str:
         f"- data: {card.data.get('source', '?')}; split `{card.data.get('split', '?')}` "
         f"(seed {card.data.get('split_seed', '?')}); {counts.get('classes', '?')} classes / "
         f"{counts.get('spectra', '?')} spectra",
-        "",
     ]
+    if card.data.get("references"):
+        lines.append(f"- references: {card.data['references']}")
+    lines.append("")
     lines += _metrics_table(m)
     if command:
         lines += ["", "## Reproduce", "", "```bash", command, "```"]

@@ -23,7 +23,7 @@ from spectra.card import ModelCard
 from training.export import ExportInputs, export_version, load_weights
 from training.metrics import classification_report
 from training.model import DRCNN, arch_of
-from training.pipeline import calibrate_and_publish
+from training.pipeline import calibrate_and_publish, references_note
 from training.splits import Split, stratified_split
 from training.train import Arrays, Result, TrainConfig, fit, predict_logits
 
@@ -179,6 +179,7 @@ def export_finetuned(
             **(data or {}),
             "base_model": f"{base.name}/{base.version}",
             "counts": {"classes": len(classes), "spectra": len(y)},
+            "references": references_note(refs),
         },
         architecture={**arch_of(model), "finetuned_from": f"{base.name}/{base.version}"},
         parity_inputs=x[:64],

@@ -18,7 +18,7 @@ from torch import nn
 
 from spectra.card import Calibration
 from spectra.library import LibrarySearch
-from spectra.references import References, reference_rows
+from spectra.references import MAX_PER_CLASS, References, reference_rows
 from spectra.scoring import combined_probabilities, softmax
 from training.calibration import (
     choose_rejection,
@@ -262,6 +262,14 @@ def _fit_network_temperature(nll: Callable[[Calibration], float], calib: Calibra
     return minimise_over_log_scale(lambda t: nll(replace(calib, temperature=t)), NET_T_BOUNDS)
 
 
+def references_note(refs: References) -> str:
+    """What the card says of the references a version carries."""
+    return (
+        f"{len(refs.classes)} spectra of the training and validation parts (at most "
+        f"{MAX_PER_CLASS} per class): a class's similarity is the query's best match among them"
+    )
+
+
 def export_run(run_dir: Path, store: Path, name: str, version: str | None = None) -> Path:
     """Calibrate on validation, measure on test, and publish a model version."""
     spec, ds, model, ckpt, split = load_run(run_dir)
@@ -292,6 +300,7 @@ def export_run(run_dir: Path, store: Path, name: str, version: str | None = None
             "rule": ds.info.get("rule", {}),
             "split": spec.split,
             "split_seed": spec.split_seed,
+            "references": references_note(refs),
         },
         architecture={**ckpt["arch"], "train_config": ckpt["train_config"]},
         parity_inputs=ds.x[split.test][:64] if len(split.test) else ds.x[:64],

@@ -12,6 +12,7 @@ import zipfile
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from spectra.card import ModelCard
@@ -107,3 +108,9 @@ def test_all_from_a_real_rruff_subset(shared_rruff_zip: Path, tmp_path: Path) ->
     assert card.grid.to_dict() == {"start": 30.0, "stop": 1599.0, "points": 256}
     assert card.architecture["depth"] == 3 and card.architecture["width_div"] == 16
     assert card.data["source"] == "small.zip"
+    # the references are every spectrum of the training and validation parts, none of the test
+    n_refs = metrics["split"]["train"] + metrics["split"]["val"]
+    with np.load(version / "references.npz") as z:
+        assert len(z["labels"]) == n_refs
+    assert card.data["references"].startswith(f"{n_refs} spectra of the training and validation")
+    assert f"- references: {n_refs} spectra" in (version / "README.md").read_text()
