@@ -35,10 +35,10 @@ class Calibration:
 
     The probabilities are `spectra.scoring.combined_probabilities`: the softmax of logits /
     `temperature`, mixed with weight `library_weight` with a softmax over the query's `similarity`
-    to every class reference (divided by `library_temperature`). A prediction is a confident match
-    when its top-1 probability is at least `min_probability` AND the query's similarity to that
-    class's reference is at least `min_similarity`. All are chosen on validation at export; the
-    defaults (cosine, weight 0) are the plain softmax of older cards.
+    to each class's closest reference spectrum (divided by `library_temperature`). A prediction is
+    a confident match when its top-1 probability is at least `min_probability` AND the query's
+    similarity to that class's closest reference is at least `min_similarity`. All are chosen on
+    validation at export; the defaults (cosine, weight 0) are the plain softmax of older cards.
     """
 
     temperature: float = 1.0

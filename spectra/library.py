@@ -4,8 +4,8 @@ Spectra on a common grid are compared by cosine similarity (the hit-quality inde
 spectral-library software), by Pearson correlation (cosine of mean-centred vectors), or by the
 cosine of derivative features (`derivative_features`: the first derivative of the square-root
 spectrum, which on RRUFF beats both by 1-6 points, see docs/accuracy.md). The service uses it for
-each hit's similarity to its class reference; the benchmark uses it as the baseline every network
-has to beat.
+each hit's similarity to the closest of its class's reference spectra; the benchmark uses it as
+the baseline every network has to beat.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class LibrarySearch:
     """A library of labelled spectra on one grid, searched by one of `METRICS`.
 
     `labels` are class indices; a class may have any number of entries (the service's model
-    versions carry the training spectra of each class, older ones one mean spectrum per class).
+    versions carry labelled spectra of each class, older ones one mean spectrum per class).
     """
 
     spectra: np.ndarray

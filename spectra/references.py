@@ -2,9 +2,10 @@
 
 Arrays: `references` [R, L] (float16 on disk) on the model grid, `labels` [R] (class names of the
 card) and `axis` [L]. Every class of the card has at least one row; a class may have many (export
-writes the training spectra of each class, at most `MAX_PER_CLASS`). The service scores a query
-against a class by its best match among the class's rows (the nearest-neighbour hit quality of
-library-search software) and shows the mean of the rows as the class's reference spectrum.
+writes the training and validation spectra of each class, at most `MAX_PER_CLASS`). The service
+scores a query against a class by its best match among the class's rows (the nearest-neighbour hit
+quality of library-search software) and shows the mean of the rows as the class's reference
+spectrum.
 Versions exported before this change hold exactly one row per class (its mean spectrum), in card
 order: the same contract with R = C.
 """
@@ -20,8 +21,8 @@ import numpy as np
 from spectra.library import class_references
 
 MAX_PER_CLASS = 32
-"""Training spectra kept per class (a seeded random subset of a larger class): the shipped RRUFF
-model has at most 22 per class, and a fine-tune on thousands per class stays a small file."""
+"""Reference spectra kept per class (a seeded random subset of a larger class): the shipped RRUFF
+model has at most 27 per class, and a fine-tune on thousands per class stays a small file."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
     p = (1 - w) * softmax(logits / T) + w * softmax(s / T_lib)
 
 where `s` holds the query's similarity (`Calibration.similarity`, e.g. the derivative HQI) to each
-class's reference spectrum, and w, T, T_lib come from the card's `Calibration` (fitted on
+class's closest reference spectrum, and w, T, T_lib come from the card's `Calibration` (fitted on
 validation). With w = 0, the default of older cards, this is the plain temperature-scaled softmax.
 """
 

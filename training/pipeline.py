@@ -145,7 +145,8 @@ def evaluate_split(
     logits = predict_logits(model, x_te)
     pred = logits.argmax(1) if len(y_te) else np.zeros(0, dtype=np.int64)
     library = served[0] if served else References(ds.x[split.train], ds.y[split.train])
-    libs = {m: reference_similarities(x_te, library, m, n) for m in ("cosine", "derivative")}
+    metrics = {"cosine", "derivative", *([served[1].similarity] if served else [])}
+    libs = {m: reference_similarities(x_te, library, m, n) for m in metrics}
     out = {
         "split": split.sizes(),
         "model": classification_report(logits, y_te, n),
@@ -153,10 +154,9 @@ def evaluate_split(
         "derivative_search": classification_report(libs["derivative"], y_te, n),
         "confusion": confusion_matrix(y_te, pred, n).tolist(),
     }
-    if served is not None:
-        refs, calib = served
-        sims = reference_similarities(x_te, refs, calib.similarity, n)
-        probs = combined_probabilities(logits, sims, calib)
+    if served is not None:  # the searches above ran over the served references already
+        calib = served[1]
+        probs = combined_probabilities(logits, libs[calib.similarity], calib)
         out["served"] = classification_report(np.log(probs + 1e-12), y_te, n)
     return out
 
@@ -223,13 +223,6 @@ def calibrate(
     return replace(calib, min_probability=float(min_p), min_similarity=float(min_s)), stats
 
 
-def _fit_library_temperature(nll: Callable[[Calibration], float], calib: Calibration) -> float:
-    def loss(t: float) -> float:
-        return nll(replace(calib, library_temperature=t))
-
-    return minimise_over_log_scale(loss, LIB_T_BOUNDS)
-
-
 def choose_library_weight(
     logits: np.ndarray,
     sims: np.ndarray,
@@ -246,20 +239,29 @@ def choose_library_weight(
         probs = combined_probabilities(logits, sims, calib)
         return float(-np.log(probs[np.arange(len(y)), y] + 1e-12).mean())
 
+    def refit(calib: Calibration, setter: _Setter, bounds: tuple[float, float]) -> Calibration:
+        return setter(calib, minimise_over_log_scale(lambda t: nll(setter(calib, t)), bounds))
+
     scored = []
     for w in weights:
         calib = replace(base, library_weight=w)
-        for _ in range(JOINT_ROUNDS if joint and w > 0 else 1):
-            if w > 0:  # similarities differ by hundredths: their temperature is small
-                calib = replace(calib, library_temperature=_fit_library_temperature(nll, calib))
-            if joint and w > 0:
-                calib = replace(calib, temperature=_fit_network_temperature(nll, calib))
+        for _ in range(JOINT_ROUNDS if joint else 1) if w > 0 else ():
+            calib = refit(calib, _library_temperature, LIB_T_BOUNDS)
+            if joint:
+                calib = refit(calib, _network_temperature, NET_T_BOUNDS)
         scored.append((nll(calib), w, calib))
     return min(scored, key=lambda s: s[:2])[2]
 
 
-def _fit_network_temperature(nll: Callable[[Calibration], float], calib: Calibration) -> float:
-    return minimise_over_log_scale(lambda t: nll(replace(calib, temperature=t)), NET_T_BOUNDS)
+_Setter = Callable[[Calibration, float], Calibration]
+
+
+def _library_temperature(calib: Calibration, t: float) -> Calibration:
+    return replace(calib, library_temperature=t)
+
+
+def _network_temperature(calib: Calibration, t: float) -> Calibration:
+    return replace(calib, temperature=t)
 
 
 def references_note(refs: References) -> str:
