@@ -36,47 +36,48 @@ REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench" / "bench_accuracy.py"
 D1, D2 = "dataset_1", "dataset_2"
 
+
+def job(
+    subset: str, methods: str, random: int = 0, grouped: int = 0, openset: str = ""
+) -> list[str]:
+    """bench_accuracy.py arguments: `random` + `grouped` splits of `subset` with `methods`, and
+    the open-set experiment with network `openset` (none when empty)."""
+    args = ["--subsets", subset, "--n-splits", str(random), "--n-grouped", str(grouped)]
+    args += ["--openset-method", openset] if openset else ["--no-openset"]
+    return [*args, "--methods", methods]
+
+
 # job name -> bench_accuracy.py arguments. Every job includes `cosine` so that each network is
 # compared with the library search on exactly the splits it ran on. Most important units first:
 # a job stops at the deadline, keeping what it finished.
 PLAN: dict[str, list[str]] = {
-    "d1_random_drcnn": [
-        "--subsets", D1, "--n-splits", "30", "--n-grouped", "0", "--no-openset",
-        "--methods", "cosine,correlation,derivative,drcnn,drcnn+lib,drcnn+derivative,drcnn+tta",
-    ],
-    "d1_random_rs_liu": [
-        "--subsets", D1, "--n-splits", "30", "--n-grouped", "0", "--no-openset",
-        "--methods", "cosine,derivative,drcnn_rs,liu,drcnn_rs+derivative",
-    ],
-    "d1_grouped": [
-        "--subsets", D1, "--n-splits", "0", "--n-grouped", "5", "--no-openset",
-        "--methods", "cosine,derivative,drcnn,drcnn+derivative,drcnn_rs,drcnn_rs+derivative,liu",
-    ],
-    "d1_openset": [
-        "--subsets", D1, "--n-splits", "0", "--n-grouped", "0", "--methods", "cosine",
-        "--openset-method", "drcnn",
-    ],
-    "d2_random_drcnn": [
-        "--subsets", D2, "--n-splits", "30", "--n-grouped", "0", "--no-openset",
-        "--methods", "cosine,correlation,derivative,drcnn,drcnn+lib,drcnn+derivative",
-    ],
-    "d2_grouped": [
-        "--subsets", D2, "--n-splits", "0", "--n-grouped", "5", "--no-openset",
-        "--methods", "cosine,derivative,drcnn,drcnn+derivative,drcnn_rs,drcnn_rs+derivative",
-    ],
-    "d2_random_dx_rs": [
-        "--subsets", D2, "--n-splits", "30", "--n-grouped", "0", "--no-openset",
-        "--methods", "cosine,derivative,drcnn_dx,drcnn_dx+derivative,drcnn_rs,drcnn_rs+derivative",
-    ],
-    "d2_random_liu_aug": [
-        "--subsets", D2, "--n-splits", "30", "--n-grouped", "0", "--no-openset",
-        "--methods", "cosine,derivative,liu,drcnn_aug,drcnn_aug+derivative",
-    ],
-}  # fmt: skip
+    "d1_random_drcnn": job(
+        D1, "cosine,correlation,derivative,drcnn,drcnn+lib,drcnn+derivative,drcnn+tta", random=30
+    ),
+    "d1_random_rs_liu": job(D1, "cosine,derivative,drcnn_rs,liu,drcnn_rs+derivative", random=30),
+    "d1_grouped": job(
+        D1, "cosine,derivative,drcnn,drcnn+derivative,drcnn_rs,drcnn_rs+derivative,liu", grouped=5
+    ),
+    "d1_openset": job(D1, "cosine", openset="drcnn"),
+    "d2_random_drcnn": job(
+        D2, "cosine,correlation,derivative,drcnn,drcnn+lib,drcnn+derivative", random=30
+    ),
+    "d2_grouped": job(
+        D2, "cosine,derivative,drcnn,drcnn+derivative,drcnn_rs,drcnn_rs+derivative", grouped=5
+    ),
+    "d2_random_dx_rs": job(
+        D2,
+        "cosine,derivative,drcnn_dx,drcnn_dx+derivative,drcnn_rs,drcnn_rs+derivative",
+        random=30,
+    ),
+    "d2_random_liu_aug": job(D2, "cosine,derivative,liu,drcnn_aug,drcnn_aug+derivative", random=30),
+}
 # What fits a lease. Measured on an H200 (docs/accuracy.md): a paper-size dataset_1 training
-# takes ~1-2 min with 3 jobs sharing the card, a dataset_2 one ~5x that; 8 jobs saturate it.
+# takes ~1-2 min with 3 jobs sharing the card, a dataset_2 one 3-7 min of the card (~2 s an
+# epoch); 8 jobs saturate it. A 15-minute lease fits one or two dataset_2 trainings, cut short:
+# run "d2" again with --first-seed moved on to add splits.
 PLANS = {
-    "d2": ["d2_random_drcnn", "d2_grouped", "d2_random_dx_rs"],  # the missing half: ~15 min lease
+    "d2": ["d2_random_drcnn", "d2_grouped", "d2_random_dx_rs"],
     "d1": ["d1_random_drcnn", "d1_random_rs_liu", "d1_grouped", "d1_openset"],
     "all": list(PLAN),
 }
