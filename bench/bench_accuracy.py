@@ -8,7 +8,9 @@ splits (the paper's protocol) and M splits grouped by RRUFF sample. Methods:
   ``derivative``: the same search on first derivatives of the square-root spectra (ours);
 - ``drcnn``: DRCNN by the paper's protocol; ``drcnn_rs``: with recursive supervision;
 - ``liu``: Liu et al. 2017's CNN;
-- ``drcnn_aug``: DRCNN trained with augmentation; ``drcnn_ls``: with label smoothing;
+- ``drcnn_aug``: DRCNN trained with augmentation (shift, noise and intensity scale together);
+  ``drcnn_shift``, ``drcnn_noise``, ``drcnn_baseline``: one of those transforms alone (scale
+  alone is no method: min-max re-normalisation undoes it); ``drcnn_ls``: with label smoothing;
   ``drcnn_bn``: BatchNorm running statistics updated with momentum 0.1 instead of Keras' 0.01;
   ``drcnn_dx``: DRCNN whose input is the derivative features (a fixed first layer);
 - ``<net>+<library method>``: a trained network's calibrated softmax averaged with a softmax over
@@ -80,11 +82,19 @@ from training.train import (
 DEFAULT_RRUFF = Path("/work/shared/data/rruff_excellent_unoriented_2019/excellent_unoriented.zip")
 LIBRARY_METHODS = ("cosine", "correlation", "derivative")
 AUGMENT = AugmentConfig(shift=2.0, noise=0.005, baseline=0.0, scale=0.1)
+# the augmentation variants, one transform each; scale alone is the identity after the min-max
+# re-normalisation that `augment` ends with, so it only acts together with noise or baseline
+AUGMENT_ALONE = {
+    "drcnn_shift": AugmentConfig(shift=2.0),
+    "drcnn_noise": AugmentConfig(noise=0.005),
+    "drcnn_baseline": AugmentConfig(baseline=0.05),
+}
 NETWORKS: dict[str, dict[str, Any]] = {
     "drcnn": {},
     "drcnn_rs": {"recursive_supervision": True},
     "liu": {"arch": "liu2017"},
-    "drcnn_aug": {"augment": True},
+    "drcnn_aug": {"augment": AUGMENT},
+    **{name: {"augment": cfg} for name, cfg in AUGMENT_ALONE.items()},
     "drcnn_ls": {"label_smoothing": 0.1},
     "drcnn_bn": {"bn_momentum": 0.1},
     "drcnn_dx": {"input_transform": "derivative"},
@@ -254,7 +264,7 @@ def train_config(method: str, opts: Options, seed: int) -> TrainConfig:
         progress=False,
         label_smoothing=float(spec.get("label_smoothing", 0.0)),
         aux_weight=opts.aux_weight if spec.get("recursive_supervision") else 0.0,
-        augment=AUGMENT if spec.get("augment") else AugmentConfig(),
+        augment=spec.get("augment", AugmentConfig()),
         checkpoint_every_epoch=False,
         max_seconds=None if left == float("inf") else max(left - opts.train_reserve, 0.0),
     )

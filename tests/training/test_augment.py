@@ -1,0 +1,60 @@
+"""Training-time augmentation: each transform does what its name says, output stays min-max."""
+
+from __future__ import annotations
+
+import torch
+
+from training.augment import AugmentConfig, augment
+
+
+def peaks(n: int = 64, batch: int = 8) -> torch.Tensor:
+    """A batch of spectra with one band at point 30 on a low floor, min-max normalised."""
+    x = torch.full((batch, 1, n), 0.0)
+    x[:, :, 30] = 1.0
+    x[:, :, 10] = 0.3
+    return x
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_disabled_config_returns_the_input_itself() -> None:
+    x = peaks()
+    assert augment(x, AugmentConfig()) is x
+    assert not AugmentConfig(shift=2.0, p=0.0).enabled
+
+
+def test_every_transform_keeps_spectra_min_max_normalised() -> None:
+    cfg = AugmentConfig(shift=2.0, noise=0.01, baseline=0.1, scale=0.1)
+    out = augment(peaks(), cfg, gen())
+    assert out.shape == (8, 1, 64)
+    assert torch.allclose(out.amin(-1), torch.zeros(8, 1), atol=1e-6)
+    assert torch.allclose(out.amax(-1), torch.ones(8, 1), atol=1e-6)
+
+
+def test_shift_moves_the_band_by_at_most_shift_points() -> None:
+    out = augment(peaks(), AugmentConfig(shift=2.0), gen())
+    centroid = (out[:, 0, 25:36] * torch.arange(25, 36)).sum(-1) / out[:, 0, 25:36].sum(-1)
+    assert ((centroid - 30).abs() <= 2.0 + 1e-5).all()
+    assert (centroid - 30).abs().max() > 0.1  # it did move them
+
+
+def test_intensity_scale_alone_is_undone_by_the_min_max_normalisation() -> None:
+    x = peaks()
+    assert torch.allclose(augment(x, AugmentConfig(scale=0.3), gen()), x, atol=1e-6)
+
+
+def test_noise_and_baseline_change_the_spectrum_and_are_reproducible() -> None:
+    x = peaks()
+    for cfg in (AugmentConfig(noise=0.01), AugmentConfig(baseline=0.1)):
+        a, b = augment(x, cfg, gen(3)), augment(x, cfg, gen(3))
+        assert torch.equal(a, b)
+        assert (a - x).abs().max() > 1e-3
+
+
+def test_probability_leaves_some_spectra_untouched() -> None:
+    x = peaks(batch=200)
+    out = augment(x, AugmentConfig(noise=0.05, p=0.5), gen())
+    untouched = (out == x).all(-1).squeeze(1)
+    assert 40 < int(untouched.sum()) < 160
