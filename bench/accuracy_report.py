@@ -236,7 +236,16 @@ def _openset_md(results: dict[str, Any]) -> str:
     return "\n".join(p for p in (_openset_network_md(nets), _openset_library_md(libs)) if p)
 
 
-OPENSET_SCORES = ("probability", "similarity", "combined", "library_hqi", "library_derivative")
+# the service's top-1 probability, similarity to the top class's closest reference and rule
+# margin; the network's own probability; the best HQI of two searches over the same references
+OPENSET_SCORES = (
+    "probability",
+    "similarity",
+    "combined",
+    "network_probability",
+    "library_hqi",
+    "library_derivative",
+)
 
 
 def _openset_network_md(entries: dict[str, Any]) -> str:
@@ -251,6 +260,7 @@ def _openset_network_md(entries: dict[str, Any]) -> str:
         "AUROC prob.",
         "AUROC sim.",
         "AUROC rule (combined)",
+        "AUROC network prob.",
         "AUROC library HQI",
         "AUROC derivative HQI",
         "rule: known accepted",
@@ -317,12 +327,13 @@ def split_figures(
 ) -> dict[str, str]:
     """Confusion matrix, reliability, accuracy-coverage and confused-pair figures of one
     split's network (returns figure key -> file name)."""
-    from spectra.library import LibrarySearch, class_references, pairwise_similarity
+    from spectra.library import LibrarySearch
     from training.calibration import (
         expected_calibration_error,
         fit_temperature,
         reliability_bins,
     )
+    from training.pipeline import calibrate, library_references, served_scores
 
     figs: dict[str, str] = {}
     y_te, n = ds.y[split.test], len(ds.classes)
@@ -339,16 +350,20 @@ def split_figures(
         expected_calibration_error(after, y_te),
     )
     figs[f"{name}_reliability"] = path.name
-    refs = class_references(ds.x[split.train], ds.y[split.train], n)
-    pred = after.argmax(1)
-    correct = pred == y_te
-    sim = pairwise_similarity(ds.x[split.test], refs[pred])
-    lib = LibrarySearch(ds.x[split.train], ds.y[split.train]).class_scores(ds.x[split.test], n)
+    # what a version exported from this network would answer (its library: the training part)
+    refs = library_references(ds, split.train)
+    calib, _ = calibrate(tr.model, ds, split, refs)
+    served = served_scores(tr.test_logits, ds.x[split.test], refs, calib)
+    right = served.pred == y_te
+    deriv = LibrarySearch(refs.spectra, refs.classes, "derivative").class_scores(
+        ds.x[split.test], n
+    )
     curves = {
-        "network: calibrated probability": accuracy_coverage(after.max(1), correct),
-        "network: similarity to reference": accuracy_coverage(sim, correct),
-        "network: probability x similarity": accuracy_coverage(after.max(1) * sim, correct),
-        "cosine search: its own HQI": accuracy_coverage(lib.max(1), lib.argmax(1) == y_te),
+        "network: calibrated probability": accuracy_coverage(after.max(1), after.argmax(1) == y_te),
+        "served (network + library): probability": accuracy_coverage(served.probability, right),
+        "served: similarity to closest reference": accuracy_coverage(served.similarity, right),
+        "served: no-match rule margin": accuracy_coverage(served.margin, right),
+        "derivative search: its own HQI": accuracy_coverage(deriv.max(1), deriv.argmax(1) == y_te),
     }
     path = plot_accuracy_coverage(curves, fig_dir / f"{name}_coverage.png")
     figs[f"{name}_coverage"] = path.name

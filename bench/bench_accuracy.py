@@ -35,7 +35,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,17 +44,17 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy_report import write_markdown
+from accuracy_report import OPENSET_SCORES, write_markdown
 
 from spectra.card import Calibration
 from spectra.grid import Grid
-from spectra.library import LibrarySearch, class_references, pairwise_similarity
+from spectra.library import LibrarySearch
+from spectra.references import References
 from spectra.scoring import combined_probabilities, softmax
 from training.augment import AugmentConfig
 from training.calibration import (
     accuracy_coverage,
     auroc,
-    choose_rejection,
     expected_calibration_error,
     fit_temperature,
     reliability_bins,
@@ -68,7 +68,7 @@ from training.model import (
     LiuCNNConfig,
     count_parameters,
 )
-from training.pipeline import LIB_T_BOUNDS
+from training.pipeline import LIB_T_BOUNDS, calibrate_and_publish, served_scores
 from training.splits import Split, make_split, stratified_split
 from training.train import (
     Arrays,
@@ -403,7 +403,9 @@ def openset_library(ds: Dataset, opts: Options, seeds: range) -> dict[str, Any]:
 
 def openset_experiment(ds: Dataset, opts: Options, seed: int, work: Path) -> dict[str, Any]:
     """Hold out a share of the classes entirely, train on the rest, and ask how well each
-    "no confident match" score separates known test spectra from unknown ones."""
+    "no confident match" score separates known test spectra from unknown ones. The network is
+    calibrated and given its references exactly as export does (`calibrate_and_publish`), so
+    "probability", "similarity" and "combined" are what the service would return and apply."""
     if opts.openset_method == "library":
         return openset_library(ds, opts, range(seed, seed + OPENSET_LIBRARY_SEEDS))
     known, unknown = openset_classes(len(ds.classes), opts.openset_share, seed)
@@ -411,30 +413,28 @@ def openset_experiment(ds: Dataset, opts: Options, seed: int, work: Path) -> dic
     split = stratified_split(kds.y, seed)
     method = opts.openset_method
     trained = train_network(method, kds, split, opts, seed, work / f"openset_{method}")
-    t = fit_temperature(trained.val_logits, kds.y[split.val])
-    refs = class_references(kds.x[split.train], kds.y[split.train], len(kds.classes))
-    val_p = softmax(trained.val_logits, t)
-    val_s = pairwise_similarity(kds.x[split.val], refs[val_p.argmax(1)])
-    min_p, min_s = choose_rejection(val_p, val_s, kds.y[split.val])
-    unk_rows = np.flatnonzero(np.isin(ds.y, unknown))
-    x_unk = ds.x[unk_rows]
-    known_sc = _open_scores(trained.model, kds.x[split.test], t, refs, kds, split, min_p, min_s)
-    unk_sc = _open_scores(trained.model, x_unk, t, refs, kds, split, min_p, min_s)
-    correct = np.concatenate([known_sc["pred"] == kds.y[split.test], np.zeros(len(x_unk), bool)])
+    calib, _, refs = calibrate_and_publish(trained.model, kds, split)
+    x_unk = ds.x[np.isin(ds.y, unknown)]
+    known_sc = _open_scores(trained.model, kds.x[split.test], calib, refs)
+    unk_sc = _open_scores(trained.model, x_unk, calib, refs)
+    known_right = known_sc["pred"] == kds.y[split.test]
+    correct = np.concatenate([known_right, np.zeros(len(x_unk), bool)])
     out: dict[str, Any] = {
         "method": method,
         "classes_known": int(known.size),
         "classes_unknown": int(unknown.size),
         "test_known": int(split.test.size),
         "test_unknown": len(x_unk),
-        "temperature": t,
-        "rule": {"min_probability": min_p, "min_similarity": min_s},
-        "known_top1": float(correct[: split.test.size].mean()),
+        "references": len(refs.classes),
+        "calibration": asdict(calib),
+        "rule": {"min_probability": calib.min_probability, "min_similarity": calib.min_similarity},
+        "known_top1": float(known_right.mean()),
+        "known_top1_network": float((known_sc["network_pred"] == kds.y[split.test]).mean()),
         "train": trained.info,
         "auroc": {},
         "coverage": {},
     }
-    for key in ("probability", "similarity", "combined", "library_hqi", "library_derivative"):
+    for key in OPENSET_SCORES:
         out["auroc"][key] = auroc(known_sc[key], unk_sc[key])
         conf = np.concatenate([known_sc[key], unk_sc[key]])
         out["coverage"][key] = accuracy_coverage(conf, correct)
@@ -442,37 +442,35 @@ def openset_experiment(ds: Dataset, opts: Options, seed: int, work: Path) -> dic
     out["rule_operating_point"] = {
         "known_accepted": float(acc_k.mean()),
         "unknown_accepted": float(acc_u.mean()),
-        "accuracy_of_accepted_known": float(
-            (known_sc["pred"] == kds.y[split.test])[acc_k].mean() if acc_k.any() else 0.0
-        ),
+        "accuracy_of_accepted_known": float(known_right[acc_k].mean() if acc_k.any() else 0.0),
     }
     return out
 
 
 def _open_scores(
-    model: nn.Module,
-    x: np.ndarray,
-    t: float,
-    refs: np.ndarray,
-    kds: Dataset,
-    split: Split,
-    min_p: float,
-    min_s: float,
+    model: nn.Module, x: np.ndarray, calib: Calibration, refs: References
 ) -> dict[str, np.ndarray]:
-    """Per spectrum: prediction, calibrated top-1 probability, cosine similarity to the
-    predicted class's reference, the card rule's margin (>= 0 means "match": both thresholds
-    passed) and the nearest-neighbour library HQI of the cosine and derivative searches."""
-    p = softmax(predict_logits(model, x), t)
-    pred = p.argmax(1)
-    sim = pairwise_similarity(x, refs[pred])
-    train_x, train_y = kds.x[split.train], kds.y[split.train]
+    """Per spectrum, what the service would answer with this calibration and these references:
+    its prediction, top-1 probability (network and library mixed), the card metric's similarity
+    to the predicted class's closest reference and the rule's margin (>= 0 means "match"); the
+    network's own prediction and calibrated top-1 probability; and the best HQI of the cosine and
+    derivative searches over the same references."""
+    logits = predict_logits(model, x)
+    served = served_scores(logits, x, refs, calib)
+    network = softmax(logits, calib.temperature)
     return {
-        "pred": pred,
-        "probability": p.max(1),
-        "similarity": sim,
-        "combined": np.minimum(p.max(1) - min_p, sim - min_s),
-        "library_hqi": LibrarySearch(train_x, train_y).similarity(x).max(1),
-        "library_derivative": LibrarySearch(train_x, train_y, "derivative").similarity(x).max(1),
+        "pred": served.pred,
+        "network_pred": network.argmax(1),
+        "network_probability": network.max(1),
+        "probability": served.probability,
+        "similarity": served.similarity,
+        "combined": served.margin,
+        **{
+            f"library_{'hqi' if m == 'cosine' else m}": LibrarySearch(refs.spectra, refs.classes, m)
+            .similarity(x)
+            .max(1)
+            for m in ("cosine", "derivative")
+        },
     }
 
 

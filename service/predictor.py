@@ -26,7 +26,7 @@ from service.metrics import Metrics
 from service.model import LoadedModel
 from service.traffic import Traffic
 from spectra.preprocess import Prepared
-from spectra.scoring import combined_probabilities
+from spectra.scoring import combined_probabilities, match_margin
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class Predictor:
     ) -> dict[str, Any]:
         calib = self.model.card.calibration
         classes = self.model.card.classes
-        match = bool(probs[top[0]] >= calib.min_probability and sims[0] >= calib.min_similarity)
+        match = bool(match_margin(probs[top[0]], sims[0], calib) >= 0)
         self.metrics.identifications.labels(self.name, "match" if match else "no_match").inc()
         predictions = [
             {

@@ -38,3 +38,18 @@ def combined_probabilities(
     if w == 0:
         return probs
     return (1 - w) * probs + w * softmax(similarities, calibration.library_temperature)
+
+
+def match_margin(
+    top_probability: np.ndarray | float,
+    top_similarity: np.ndarray | float,
+    calibration: Calibration,
+) -> np.ndarray:
+    """Margin of the card's "confident match" rule: min(p - min_probability, s - min_similarity)
+    for the top class's probability p and similarity s (to its closest reference). It is >= 0
+    exactly when both thresholds pass, i.e. when the service answers `match`; as a score it
+    ranks answers for accuracy-against-coverage and known-vs-unknown curves."""
+    return np.minimum(
+        np.asarray(top_probability, dtype=np.float64) - calibration.min_probability,
+        np.asarray(top_similarity, dtype=np.float64) - calibration.min_similarity,
+    )

@@ -19,7 +19,7 @@ from torch import nn
 from spectra.card import Calibration
 from spectra.library import LibrarySearch
 from spectra.references import MAX_PER_CLASS, References, reference_rows
-from spectra.scoring import combined_probabilities, softmax
+from spectra.scoring import combined_probabilities, match_margin, softmax
 from training.calibration import (
     choose_rejection,
     expected_calibration_error,
@@ -159,6 +159,33 @@ def evaluate_split(
         probs = combined_probabilities(logits, libs[calib.similarity], calib)
         out["served"] = classification_report(np.log(probs + 1e-12), y_te, n)
     return out
+
+
+@dataclass(frozen=True)
+class ServedScores:
+    """What a version answers for each of n spectra: the [n, C] probabilities, the top class,
+    its probability, the query's similarity to that class's closest reference, and the margin
+    of the card's "confident match" rule (>= 0: `match`)."""
+
+    probs: np.ndarray
+    pred: np.ndarray
+    probability: np.ndarray
+    similarity: np.ndarray
+    margin: np.ndarray
+
+
+def served_scores(
+    logits: np.ndarray, x: np.ndarray, references: References, calibration: Calibration
+) -> ServedScores:
+    """The service's answer to spectra `x` (with the network's `logits` for them) from a version
+    carrying `references` and `calibration`, without the service: benchmarks score its
+    probabilities and its no-match rule with this."""
+    sims = reference_similarities(x, references, calibration.similarity, logits.shape[1])
+    probs = combined_probabilities(logits, sims, calibration)
+    pred = probs.argmax(1)
+    rows = np.arange(len(pred))
+    top_p, top_s = probs[rows, pred], sims[rows, pred]
+    return ServedScores(probs, pred, top_p, top_s, match_margin(top_p, top_s, calibration))
 
 
 def reference_similarities(

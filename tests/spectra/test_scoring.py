@@ -7,7 +7,7 @@ import pytest
 
 from spectra.card import Calibration
 from spectra.library import LibrarySearch, similarity_features
-from spectra.scoring import combined_probabilities, softmax
+from spectra.scoring import combined_probabilities, match_margin, softmax
 
 RNG = np.random.default_rng(4)
 LOGITS = RNG.normal(0, 3, (5, 7))
@@ -51,3 +51,13 @@ def test_similarity_features_reproduce_the_library_search(metric: str) -> None:
     feats = similarity_features(queries, metric) @ similarity_features(library, metric).T
     want = LibrarySearch(library, np.arange(6), metric).similarity(queries)
     np.testing.assert_allclose(feats, want, rtol=1e-5, atol=1e-6)
+
+
+def test_match_margin_is_non_negative_exactly_when_both_thresholds_pass() -> None:
+    calib = Calibration(min_probability=0.6, min_similarity=0.8)
+    p = np.array([0.6, 0.9, 0.5, 0.95, 0.7])
+    s = np.array([0.8, 0.79, 0.99, 0.9, 0.85])
+    margin = match_margin(p, s, calib)
+    assert margin.tolist() == pytest.approx([0.0, -0.01, -0.1, 0.1, 0.05])
+    assert ((margin >= 0) == ((p >= 0.6) & (s >= 0.8))).all()
+    assert float(match_margin(0.59, 0.99, calib)) < 0  # one answer at a time (the service)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -184,9 +186,8 @@ def test_joint_temperatures_fit_the_network_inside_the_mixture() -> None:
     assert nll(joint) <= nll(alone) + 1e-9
 
 
-def test_published_references_are_the_training_and_validation_spectra() -> None:
-    """Export fits the mix against the training part, then publishes training + validation
-    spectra as the version's references; no test spectrum is ever a reference."""
+def _toy_export() -> tuple[Any, Any, Any, Any, Any, Any]:
+    """A 4-class toy data set, an untrained linear network and what export fits and publishes."""
     import torch
     from torch import nn
 
@@ -207,7 +208,37 @@ def test_published_references_are_the_training_and_validation_spectra() -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(length, classes))
     split = stratified_split(y, 0)
     calib, _, refs = calibrate_and_publish(model, ds, split)
+    return ds, model, split, calib, refs, (x, y)
+
+
+def test_published_references_are_the_training_and_validation_spectra() -> None:
+    """Export fits the mix against the training part, then publishes training + validation
+    spectra as the version's references; no test spectrum is ever a reference."""
+    _, _, split, calib, refs, (x, y) = _toy_export()
     published = np.sort(np.concatenate([split.train, split.val]))
     np.testing.assert_array_equal(refs.spectra, x[published])
     np.testing.assert_array_equal(refs.classes, y[published])
     assert calib.library_weight > 0  # the references know the classes, the random network not
+
+
+def test_served_scores_are_the_versions_probabilities_and_no_match_rule() -> None:
+    """What benchmarks score as "the service" is the card's mix over the published references,
+    the predicted class's best-match similarity, and the rule's margin (>= 0 <=> both pass)."""
+    from spectra.library import LibrarySearch
+    from spectra.scoring import combined_probabilities
+    from training.pipeline import served_scores
+    from training.train import predict_logits
+
+    _, model, split, calib, refs, (x, _) = _toy_export()
+    x_te = x[split.test]
+    logits = predict_logits(model, x_te)
+    served = served_scores(logits, x_te, refs, calib)
+    sims = LibrarySearch(refs.spectra, refs.classes, calib.similarity).class_scores(x_te, 4)
+    np.testing.assert_allclose(served.probs, combined_probabilities(logits, sims, calib))
+    rows = np.arange(len(x_te))
+    assert (served.pred == served.probs.argmax(1)).all()
+    np.testing.assert_allclose(served.similarity, sims[rows, served.pred])
+    passes = (served.probability >= calib.min_probability) & (
+        served.similarity >= calib.min_similarity
+    )
+    assert ((served.margin >= 0) == passes).all() and passes.sum() > 0
