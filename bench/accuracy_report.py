@@ -271,20 +271,46 @@ def _openset_network_md(entries: dict[str, Any]) -> str:
         "| " + " | ".join(heads) + " |",
         "|" + "---|" * len(heads),
     ]
-    for name, o in entries.items():
-        a, op = o["auroc"], o["rule_operating_point"]
-        cells = [
-            name,
-            o.get("method", "drcnn"),
-            f"{o['classes_known']} / {o['classes_unknown']}",
-            f"{o['test_known']} / {o['test_unknown']}",
-            f"{o['known_top1']:.4f}",
-            *(f"{a[k]:.4f}" if k in a else "—" for k in OPENSET_SCORES),
-            f"{op['known_accepted']:.3f}",
-            f"{op['unknown_accepted']:.3f}",
-        ]
-        rows.append("| " + " | ".join(cells) + " |")
+    for name, entry in entries.items():
+        runs = entry.get("holdouts", [entry])  # results before hold-outs: one run, unnested
+        for o in runs:
+            a, op = o["auroc"], o["rule_operating_point"]
+            cells = [
+                f"{name}, hold-out {o.get('seed', 0)}",
+                o.get("method", "drcnn"),
+                f"{o['classes_known']} / {o['classes_unknown']}",
+                f"{o['test_known']} / {o['test_unknown']}",
+                f"{o['known_top1']:.4f}",
+                *(f"{a[k]:.4f}" if k in a else "—" for k in OPENSET_SCORES),
+                f"{op['known_accepted']:.3f}",
+                f"{op['unknown_accepted']:.3f}",
+            ]
+            rows.append("| " + " | ".join(cells) + " |")
+        if len(runs) > 1:
+            rows.append(_openset_mean_row(name, entry, len(heads)))
     return "\n".join(rows) + "\n"
+
+
+def _openset_mean_row(name: str, entry: dict[str, Any], columns: int) -> str:
+    """Mean ± std over the hold-outs, in the per-hold-out table's columns."""
+    summary = entry["summary"]
+
+    def cell(key: str, digits: int = 4) -> str:
+        m = summary.get(key)
+        return f"{m['mean']:.{digits}f} ± {m['std']:.{digits}f}" if m else "—"
+
+    cells = [
+        f"**{name}, mean of {summary['known_top1']['n']}**",
+        entry.get("method", "drcnn"),
+        "",
+        "",
+        cell("known_top1"),
+        *(cell(f"auroc_{k}") for k in OPENSET_SCORES),
+        cell("rule_known_accepted", 3),
+        cell("rule_unknown_accepted", 3),
+    ]
+    assert len(cells) == columns
+    return "| " + " | ".join(cells) + " |"
 
 
 def _openset_library_md(entries: dict[str, Any]) -> str:

@@ -142,6 +142,7 @@ class Options:
     openset: bool
     openset_share: float
     openset_method: str
+    openset_holdouts: int | None
     time_full_epoch: int
     tiny: bool
     deadline_at: float | None = None  # wall clock (time.time()) after which no unit starts
@@ -401,13 +402,26 @@ def openset_library(ds: Dataset, opts: Options, seeds: range) -> dict[str, Any]:
     }
 
 
+def openset_summary(method: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A network's open-set entry: every hold-out's result, and the mean and std over them of
+    known top-1, each score's AUROC and the rule's operating point."""
+    flat = [
+        {
+            "known_top1": r["known_top1"],
+            **{f"auroc_{k}": v for k, v in r["auroc"].items()},
+            **{f"rule_{k}": v for k, v in r["rule_operating_point"].items()},
+        }
+        for r in runs
+    ]
+    return {"method": method, "holdouts": runs, "summary": aggregate(flat)}
+
+
 def openset_experiment(ds: Dataset, opts: Options, seed: int, work: Path) -> dict[str, Any]:
-    """Hold out a share of the classes entirely, train on the rest, and ask how well each
-    "no confident match" score separates known test spectra from unknown ones. The network is
-    calibrated and given its references exactly as export does (`calibrate_and_publish`), so
-    "probability", "similarity" and "combined" are what the service would return and apply."""
-    if opts.openset_method == "library":
-        return openset_library(ds, opts, range(seed, seed + OPENSET_LIBRARY_SEEDS))
+    """Hold out a share of the classes entirely (drawn by `seed`), train on the rest, and ask
+    how well each "no confident match" score separates known test spectra from unknown ones.
+    The network is calibrated and given its references exactly as export does
+    (`calibrate_and_publish`), so "probability", "similarity" and "combined" are what the
+    service would return and apply."""
     known, unknown = openset_classes(len(ds.classes), opts.openset_share, seed)
     kds = restrict_classes(ds, known)
     split = stratified_split(kds.y, seed)
@@ -421,6 +435,7 @@ def openset_experiment(ds: Dataset, opts: Options, seed: int, work: Path) -> dic
     correct = np.concatenate([known_right, np.zeros(len(x_unk), bool)])
     out: dict[str, Any] = {
         "method": method,
+        "seed": seed,
         "classes_known": int(known.size),
         "classes_unknown": int(unknown.size),
         "test_known": int(split.test.size),
@@ -593,11 +608,7 @@ class Bench:
                     break
                 self._split(name, ds, kind, self.opts.seed + seed)
             if self.opts.openset and self._has_time():
-                work = self.opts.out / "work" / name
-                self.results["openset"][name] = openset_experiment(ds, self.opts, 0, work)
-                if "coverage" in self.results["openset"][name]:
-                    self._figures_openset(name)
-                self.save()
+                self._openset(name, ds)
         self.save()
         return self.results
 
@@ -679,10 +690,31 @@ class Bench:
         figs = split_figures(name, ds, split, scores, tr, self.opts.out / "figures")
         self.results["figures"].update(figs)
 
+    def _openset(self, name: str, ds: Dataset) -> None:
+        """The open-set experiment over --openset-holdouts class hold-outs (seeds 0, 1, ...):
+        the library searches over all of them at once; a network is trained once per hold-out,
+        each saved as it finishes, while time remains."""
+        opts, entries = self.opts, self.results["openset"]
+        if opts.openset_method == "library":
+            entries[name] = openset_library(
+                ds, opts, range(opts.openset_holdouts or OPENSET_LIBRARY_SEEDS)
+            )
+            self.save()
+            return
+        runs: list[dict[str, Any]] = []
+        for seed in range(opts.openset_holdouts or 1):
+            if runs and not self._has_time():
+                break
+            runs.append(openset_experiment(ds, opts, seed, opts.out / "work" / name))
+            entries[name] = openset_summary(opts.openset_method, runs)
+            self.save()
+        self._figures_openset(name)
+        self.save()
+
     def _figures_openset(self, name: str) -> None:
         from training.plots import plot_accuracy_coverage
 
-        curves = self.results["openset"][name]["coverage"]
+        curves = self.results["openset"][name]["holdouts"][0]["coverage"]
         path = self.opts.out / "figures" / f"{name}_openset_coverage.png"
         plot_accuracy_coverage(curves, path)
         self.results["figures"][f"{name}_openset_coverage"] = path.name
@@ -732,7 +764,14 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "--openset-method",
         default="drcnn",
         choices=[*sorted(NETWORKS), "library"],
-        help="the network to train, or 'library': the library searches alone over 5 hold-outs",
+        help="the network to train, or 'library': the library searches alone",
+    )
+    p.add_argument(
+        "--openset-holdouts",
+        type=int,
+        default=None,
+        help="class hold-outs of the open-set experiment (default 5 for 'library', 1 for a "
+        "network, which trains once per hold-out)",
     )
     p.add_argument("--time-full-epoch", type=int, default=0, metavar="BATCHES")
     p.add_argument("--seed", type=int, default=0, help="first split seed")
@@ -781,6 +820,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         max_classes=a.max_classes,
         openset=not a.no_openset,
         openset_share=a.openset_share,
+        openset_holdouts=a.openset_holdouts,
         openset_method=a.openset_method,
         time_full_epoch=a.time_full_epoch,
         tiny=a.tiny,

@@ -38,6 +38,8 @@ def test_tiny_benchmark_writes_every_method_and_metric(
         sys.executable,
         str(SCRIPT),
         "--tiny",
+        "--openset-holdouts",
+        "2",
         "--rruff",
         str(shared_rruff_zip),
         "--out",
@@ -57,7 +59,11 @@ def test_tiny_benchmark_writes_every_method_and_metric(
             assert all(0.0 <= run["metrics"][m] <= 1.0 for m in METRICS)
     cal = next(r["calibration"] for r in results["runs"] if r["method"] == "drcnn")
     assert {"temperature", "ece_before", "ece_after"} <= set(cal)
-    openset = results["openset"]["dataset_1"]
+    entry = results["openset"]["dataset_1"]
+    assert [h["seed"] for h in entry["holdouts"]] == [0, 1]
+    assert entry["summary"]["auroc_combined"]["n"] == 2
+    assert "dataset_1, mean of 2" in (out / "results.md").read_text()
+    openset = entry["holdouts"][0]
     scores = set(OPENSET_SCORES)
     assert set(openset["auroc"]) == scores and "network_probability" in scores
     assert all(0.0 <= openset["auroc"][k] <= 1.0 for k in scores)
