@@ -103,7 +103,9 @@ def write_markdown(results: dict[str, Any]) -> str:
             parts.append(f"## {subset}, {kind} splits (up to {n} split(s))\n")
             parts.append(markdown_table(columns, reference=ref))
             parts.append(_time_limited_md(results, subset, kind))
-    parts.append(_paired_md(results))
+    # against the library search, and each network variant against the paper's DRCNN (the
+    # "one change at a time" comparisons of docs/accuracy.md)
+    parts += [_paired_md(results, "cosine"), _paired_md(results, "drcnn")]
     parts += [_calibration_md(results), _training_md(results), _openset_md(results)]
     parts.append(_timing_md(results.get("full_size_epoch", {})))
     return "\n".join(p for p in parts if p) + "\n"
@@ -154,13 +156,16 @@ def paired(
     return rows
 
 
-def _paired_md(results: dict[str, Any]) -> str:
-    rows = paired(results)
+def _paired_md(results: dict[str, Any], baseline: str) -> str:
+    rows = paired(results, baseline)
     if not rows:
         return ""
+    title = {"cosine": "cosine library search", "drcnn": "the paper's DRCNN"}.get(
+        baseline, baseline
+    )
     lines = [
-        "## Against cosine library search on the same splits (top-1)\n",
-        "| subset | split | method | N | its top-1 | cosine top-1 | difference | W/T/L |",
+        f"## Against {title} on the same splits (top-1)\n",
+        f"| subset | split | method | N | its top-1 | {baseline} top-1 | difference | W/T/L |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

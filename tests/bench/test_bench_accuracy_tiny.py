@@ -62,7 +62,9 @@ def test_tiny_benchmark_writes_every_method_and_metric(
     entry = results["openset"]["dataset_1"]
     assert [h["seed"] for h in entry["holdouts"]] == [0, 1]
     assert entry["summary"]["auroc_combined"]["n"] == 2
-    assert "dataset_1, mean of 2" in (out / "results.md").read_text()
+    report = (out / "results.md").read_text()
+    assert "dataset_1, mean of 2" in report
+    assert "## Against the paper's DRCNN on the same splits" in report  # variants vs drcnn
     openset = entry["holdouts"][0]
     scores = set(OPENSET_SCORES)
     assert set(openset["auroc"]) == scores and "network_probability" in scores
