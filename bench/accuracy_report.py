@@ -293,7 +293,34 @@ def _openset_network_md(entries: dict[str, Any]) -> str:
             rows.append("| " + " | ".join(cells) + " |")
         if len(runs) > 1:
             rows.append(_openset_mean_row(name, entry, len(heads)))
-    return "\n".join(rows) + "\n"
+    return "\n".join([*rows, _impostor_md(entries)]) + "\n"
+
+
+def _impostor_md(entries: dict[str, Any]) -> str:
+    """The validation-chosen rule against stricter ones (min_similarity raised to what a share
+    of impostors would pass), mean over hold-outs."""
+    rows = [
+        "\nOperating points of the no-match rule (mean over hold-outs):\n",
+        "| subset | rule | known accepted | unknown accepted | accuracy of accepted known |",
+        "|---|---|---|---|---|",
+    ]
+    for name, entry in entries.items():
+        summary = entry.get("summary", {})
+        rules = {"card (validation-chosen)": "rule"} | {
+            f"impostor share {share}": f"impostor_{share}"
+            for share in entry.get("holdouts", [{}])[0].get("impostor_rules", {})
+        }
+        for label, prefix in rules.items():
+            cells = [
+                f"{summary[k]['mean']:.3f}" if k in summary else "—"
+                for k in (
+                    f"{prefix}_known_accepted",
+                    f"{prefix}_unknown_accepted",
+                    f"{prefix}_accuracy_of_accepted_known",
+                )
+            ]
+            rows.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) if len(rows) > 3 else ""
 
 
 def _openset_mean_row(name: str, entry: dict[str, Any], columns: int) -> str:

@@ -50,13 +50,14 @@ from spectra.card import Calibration
 from spectra.grid import Grid
 from spectra.library import LibrarySearch
 from spectra.references import References
-from spectra.scoring import combined_probabilities, softmax
+from spectra.scoring import combined_probabilities, match_margin, softmax
 from training.augment import AugmentConfig
 from training.calibration import (
     accuracy_coverage,
     auroc,
     expected_calibration_error,
     fit_temperature,
+    impostor_similarity_threshold,
     reliability_bins,
 )
 from training.datasets import PRESETS, Dataset, SubsetRule, build_dataset
@@ -68,7 +69,13 @@ from training.model import (
     LiuCNNConfig,
     count_parameters,
 )
-from training.pipeline import LIB_T_BOUNDS, calibrate_and_publish, served_scores
+from training.pipeline import (
+    LIB_T_BOUNDS,
+    calibrate_and_publish,
+    library_references,
+    reference_similarities,
+    served_scores,
+)
 from training.splits import Split, make_split, stratified_split
 from training.train import (
     Arrays,
@@ -114,6 +121,7 @@ DEFAULT_METHODS = ",".join(
     )
 )
 TTA_SHIFTS = (-2, -1, 0, 1, 2)
+IMPOSTOR_SHARES = (0.05, 0.1, 0.2)  # false-accept targets of the stricter open-set rules
 OPENSET_LIBRARY_SEEDS = 5  # class hold-outs of the library-only open-set experiment
 MIN_UNIT_SECONDS = 10.0  # with less time before --deadline no (split, method) unit starts
 
@@ -410,6 +418,11 @@ def openset_summary(method: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
             "known_top1": r["known_top1"],
             **{f"auroc_{k}": v for k, v in r["auroc"].items()},
             **{f"rule_{k}": v for k, v in r["rule_operating_point"].items()},
+            **{
+                f"impostor_{share}_{k}": v
+                for share, point in r.get("impostor_rules", {}).items()
+                for k, v in point.items()
+            },
         }
         for r in runs
     ]
@@ -453,13 +466,37 @@ def openset_experiment(ds: Dataset, opts: Options, seed: int, work: Path) -> dic
         out["auroc"][key] = auroc(known_sc[key], unk_sc[key])
         conf = np.concatenate([known_sc[key], unk_sc[key]])
         out["coverage"][key] = accuracy_coverage(conf, correct)
-    acc_k, acc_u = known_sc["combined"] >= 0, unk_sc["combined"] >= 0
-    out["rule_operating_point"] = {
+    out["rule_operating_point"] = _operating_point(calib, known_sc, unk_sc, known_right)
+    # stricter rules for users who expect unknown minerals: min_similarity raised to what a
+    # share of "impostors" (validation spectra matched against the other classes) would pass
+    val_sims = reference_similarities(
+        kds.x[split.val], library_references(kds, split.train), calib.similarity, len(known)
+    )
+    out["impostor_rules"] = {}
+    for share in IMPOSTOR_SHARES:
+        t = impostor_similarity_threshold(val_sims, kds.y[split.val], share)
+        strict = replace(calib, min_similarity=max(calib.min_similarity, t))
+        point = _operating_point(strict, known_sc, unk_sc, known_right)
+        out["impostor_rules"][str(share)] = {"min_similarity": strict.min_similarity, **point}
+    return out
+
+
+def _operating_point(
+    calib: Calibration,
+    known_sc: dict[str, np.ndarray],
+    unk_sc: dict[str, np.ndarray],
+    known_right: np.ndarray,
+) -> dict[str, float]:
+    """Shares of known and unknown test spectra the rule of `calib` accepts as a match, and
+    the accuracy among the accepted known ones."""
+    acc_k, acc_u = (
+        match_margin(sc["probability"], sc["similarity"], calib) >= 0 for sc in (known_sc, unk_sc)
+    )
+    return {
         "known_accepted": float(acc_k.mean()),
         "unknown_accepted": float(acc_u.mean()),
         "accuracy_of_accepted_known": float(known_right[acc_k].mean() if acc_k.any() else 0.0),
     }
-    return out
 
 
 def _open_scores(

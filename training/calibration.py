@@ -141,6 +141,25 @@ def choose_rejection(
     return best_t, min_sim
 
 
+def impostor_similarity_threshold(
+    class_similarity: np.ndarray, y: np.ndarray, false_accept: float
+) -> float:
+    """A min_similarity that about `false_accept` of spectra of minerals *not* in the library
+    would pass, estimated without any: each labelled spectrum's best match among the *other*
+    classes' references is what it would score if its own mineral were missing (an impostor).
+
+    `class_similarity` is [n, C] (each spectrum against each class's best reference, as the
+    service computes it; -inf or nan where a class has none), `y` the true classes. Returns the
+    (1 - false_accept) quantile of those impostor scores; -inf for an empty set.
+    """
+    sims = np.array(class_similarity, dtype=np.float64)
+    if sims.size == 0:
+        return float("-inf")
+    sims[np.arange(len(y)), y] = -np.inf
+    impostor = np.nan_to_num(sims, nan=-np.inf).max(axis=1)
+    return float(np.quantile(impostor, 1.0 - false_accept))
+
+
 def auroc(scores_pos: np.ndarray, scores_neg: np.ndarray) -> float:
     """Area under the ROC curve as the Mann-Whitney U statistic: the chance that a positive
     (should be accepted) outscores a negative (should be refused), ties counting one half.

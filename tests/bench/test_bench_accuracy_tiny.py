@@ -66,6 +66,8 @@ def test_tiny_benchmark_writes_every_method_and_metric(
     assert "dataset_1, mean of 2" in report
     assert "## Against the paper's DRCNN on the same splits" in report  # variants vs drcnn
     openset = entry["holdouts"][0]
+    assert set(openset["impostor_rules"]) == {"0.05", "0.1", "0.2"}
+    assert "impostor share 0.05" in report
     scores = set(OPENSET_SCORES)
     assert set(openset["auroc"]) == scores and "network_probability" in scores
     assert all(0.0 <= openset["auroc"][k] <= 1.0 for k in scores)

@@ -242,3 +242,14 @@ def test_served_scores_are_the_versions_probabilities_and_no_match_rule() -> Non
         served.similarity >= calib.min_similarity
     )
     assert ((served.margin >= 0) == passes).all() and passes.sum() > 0
+
+
+def test_impostor_threshold_is_the_quantile_of_best_other_class_matches() -> None:
+    from training.calibration import impostor_similarity_threshold
+
+    # own class always 0.99; best other class 0.1, 0.2, ..., 1.0 (ten spectra)
+    y = np.zeros(10, dtype=np.int64)
+    sims = np.stack([np.full(10, 0.99), np.linspace(0.1, 1.0, 10), np.full(10, np.nan)], axis=1)
+    assert impostor_similarity_threshold(sims, y, 0.5) == pytest.approx(0.55)
+    assert impostor_similarity_threshold(sims, y, 0.0) == pytest.approx(1.0)
+    assert impostor_similarity_threshold(np.zeros((0, 3)), y[:0], 0.1) == float("-inf")
