@@ -113,6 +113,22 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--name", default="rruff-minerals", help="model name (default: %(default)s)")
     p.add_argument("--version", default=None, help="version label (default: next integer)")
+    p.add_argument(
+        "--max-false-accept",
+        type=_share,
+        default=None,
+        metavar="SHARE",
+        help="raise the no-match rule's min_similarity to what about this share (e.g. 0.1) of "
+        "minerals missing from the library would pass (default: the accuracy-chosen rule only)",
+    )
+
+
+def _share(text: str) -> float:
+    """A number in (0, 1), for argparse."""
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie between 0 and 1, got {text}")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -232,8 +248,11 @@ def cmd_export(args: argparse.Namespace) -> None:
     from training.card_markdown import write
     from training.pipeline import export_run
 
-    target = export_run(args.run, args.store, args.name, args.version)
-    write(target, command=reproduce_command(args.run, args.store, args.name, target.name))
+    target = export_run(args.run, args.store, args.name, args.version, args.max_false_accept)
+    command = reproduce_command(args.run, args.store, args.name, target.name)
+    if args.max_false_accept is not None:
+        command += f" \\\n    --max-false-accept {args.max_false_accept:g}"
+    write(target, command=command)
     print(f"exported {target}")
 
 

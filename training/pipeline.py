@@ -24,6 +24,7 @@ from training.calibration import (
     choose_rejection,
     expected_calibration_error,
     fit_temperature,
+    impostor_similarity_threshold,
     minimise_over_log_scale,
 )
 from training.datasets import Dataset, top_up
@@ -204,14 +205,16 @@ def library_references(ds: Dataset, rows: np.ndarray) -> References:
 
 
 def calibrate_and_publish(
-    model: nn.Module, ds: Dataset, split: Split
+    model: nn.Module, ds: Dataset, split: Split, max_false_accept: float | None = None
 ) -> tuple[Calibration, dict[str, float], References]:
     """The card's calibration and the references a version carries. The mix and the thresholds
     are fitted on the validation part against a library of the training part only (so that
     validation spectra are not their own best match); the published library then holds the
     training *and* validation spectra: every labelled spectrum not held out for test is a
-    reference a query can match (bench/mix_calibration.py measures what that does)."""
-    calibration, stats = calibrate(model, ds, split, library_references(ds, split.train))
+    reference a query can match (bench/mix_calibration.py measures what that does).
+    `max_false_accept`: see `calibrate`."""
+    train_refs = library_references(ds, split.train)
+    calibration, stats = calibrate(model, ds, split, train_refs, max_false_accept)
     published = library_references(ds, np.sort(np.concatenate([split.train, split.val])))
     return calibration, stats, published
 
@@ -224,13 +227,21 @@ def _markdown(ev: dict[str, Any]) -> str:
 
 
 def calibrate(
-    model: nn.Module, ds: Dataset, split: Split, references: References
+    model: nn.Module,
+    ds: Dataset,
+    split: Split,
+    references: References,
+    max_false_accept: float | None = None,
 ) -> tuple[Calibration, dict[str, float]]:
     """Everything in the card's `Calibration`, fitted on the validation part: the network's
     temperature; the weight (of LIBRARY_WEIGHTS) and temperature of a softmax over derivative
     similarities to each class's best-matching reference spectrum mixed into it, jointly
     minimising the mixture's NLL (a proper score: the returned probabilities stay calibrated);
-    then the rejection thresholds on the mixed probabilities."""
+    then the rejection thresholds on the mixed probabilities. With `max_false_accept` (e.g. 0.1)
+    min_similarity is raised, if needed, to what that share of minerals missing from the library
+    would pass, estimated from validation spectra matched against the other classes only
+    (`training.calibration.impostor_similarity_threshold`; docs/accuracy.md measures it on held-
+    out minerals): fewer unknown minerals reported as a match, more known ones refused."""
     x_val, y_val = ds.x[split.val], ds.y[split.val]
     if len(y_val) == 0:
         return Calibration(), {}
@@ -241,7 +252,13 @@ def calibrate(
     probs = combined_probabilities(logits, sims, calib)
     top_sims = sims[np.arange(len(y_val)), probs.argmax(1)]
     min_p, min_s = choose_rejection(probs, top_sims, y_val)
+    strict: dict[str, float] = {}
+    if max_false_accept is not None:
+        t = impostor_similarity_threshold(sims, y_val, max_false_accept)
+        strict = {"max_false_accept": max_false_accept, "impostor_min_similarity": t}
+        min_s = max(min_s, t)
     stats = {
+        **strict,
         "ece_before": expected_calibration_error(softmax(logits), y_val),
         "ece_after": expected_calibration_error(probs, y_val),
         "val_top1_network": float((logits.argmax(1) == y_val).mean()),
@@ -299,10 +316,17 @@ def references_note(refs: References) -> str:
     )
 
 
-def export_run(run_dir: Path, store: Path, name: str, version: str | None = None) -> Path:
-    """Calibrate on validation, measure on test, and publish a model version."""
+def export_run(
+    run_dir: Path,
+    store: Path,
+    name: str,
+    version: str | None = None,
+    max_false_accept: float | None = None,
+) -> Path:
+    """Calibrate on validation, measure on test, and publish a model version
+    (`max_false_accept`: see `calibrate`)."""
     spec, ds, model, ckpt, split = load_run(run_dir)
-    calibration, cal_stats, refs = calibrate_and_publish(model, ds, split)
+    calibration, cal_stats, refs = calibrate_and_publish(model, ds, split, max_false_accept)
     ev = evaluate_split(model, ds, split, served=(refs, calibration))
     ev.pop("confusion")
     inputs = ExportInputs(

@@ -186,7 +186,7 @@ def test_joint_temperatures_fit_the_network_inside_the_mixture() -> None:
     assert nll(joint) <= nll(alone) + 1e-9
 
 
-def _toy_export() -> tuple[Any, Any, Any, Any, Any, Any]:
+def _toy_export(max_false_accept: float | None = None) -> tuple[Any, Any, Any, Any, Any, Any]:
     """A 4-class toy data set, an untrained linear network and what export fits and publishes."""
     import torch
     from torch import nn
@@ -207,7 +207,7 @@ def _toy_export() -> tuple[Any, Any, Any, Any, Any, Any]:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(length, classes))
     split = stratified_split(y, 0)
-    calib, _, refs = calibrate_and_publish(model, ds, split)
+    calib, _, refs = calibrate_and_publish(model, ds, split, max_false_accept)
     return ds, model, split, calib, refs, (x, y)
 
 
@@ -253,3 +253,35 @@ def test_impostor_threshold_is_the_quantile_of_best_other_class_matches() -> Non
     assert impostor_similarity_threshold(sims, y, 0.5) == pytest.approx(0.55)
     assert impostor_similarity_threshold(sims, y, 0.0) == pytest.approx(1.0)
     assert impostor_similarity_threshold(np.zeros((0, 3)), y[:0], 0.1) == float("-inf")
+
+
+def test_max_false_accept_raises_min_similarity_to_the_impostor_threshold() -> None:
+    """Export's stricter rule: min_similarity becomes the larger of the accuracy-chosen value
+    and the impostor threshold; nothing else in the calibration changes."""
+    from dataclasses import replace
+
+    from spectra.library import LibrarySearch
+    from training.calibration import impostor_similarity_threshold
+    from training.pipeline import library_references
+
+    ds, _, split, default, _, _ = _toy_export()
+    *_, strict, _, _ = _toy_export(max_false_accept=0.05)
+    train = library_references(ds, split.train)
+    sims = LibrarySearch(train.spectra, train.classes, default.similarity).class_scores(
+        ds.x[split.val], 4
+    )
+    t = impostor_similarity_threshold(sims, ds.y[split.val], 0.05)
+    assert strict.min_similarity == pytest.approx(max(default.min_similarity, t))
+    assert strict.min_similarity > default.min_similarity  # this toy's rule was lenient
+    assert replace(strict, min_similarity=default.min_similarity) == default
+
+
+def test_export_cli_refuses_a_false_accept_share_outside_0_1() -> None:
+    from training.cli import parser
+
+    args = parser().parse_args(["export", "--run", "r", "--max-false-accept", "0.1"])
+    assert args.max_false_accept == 0.1
+    assert parser().parse_args(["export", "--run", "r"]).max_false_accept is None
+    for bad in ("0", "1.5", "x"):
+        with pytest.raises(SystemExit):
+            parser().parse_args(["export", "--run", "r", "--max-false-accept", bad])
