@@ -234,6 +234,7 @@ class JobRun:
             export_finetuned(
                 model, base_dir, data.x, data.y, data.classes, split, result, store, name,
                 version, data={"source": f"fine-tune job {self.job.id}", "job_id": self.job.id},
+                max_false_accept=self.spec.max_false_accept,
             )  # fmt: skip
         val_acc = float(result.best_val_acc) if self.has_val else None
         activated, note = self.should_activate(val_acc)

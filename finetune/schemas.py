@@ -72,6 +72,14 @@ class JobOptions(Strict):
         le=1.0,
         description="Activate only at or above this validation accuracy.",
     )
+    max_false_accept: float | None = Field(
+        default=None,
+        gt=0.0,
+        lt=1.0,
+        description="Stricter no-match rule: min_similarity raised to what about this share of "
+        "substances missing from the library would pass (estimated on validation; default: "
+        "the accuracy-chosen rule only).",
+    )
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
 
 
@@ -108,6 +116,7 @@ class JobSpec(BaseModel):
     val_fraction: float
     activate: bool
     min_val_accuracy: float | None = None
+    max_false_accept: float | None = None  # stored jobs from before it read as None
     hyperparameters: Hyperparameters
 
 

@@ -142,8 +142,10 @@ def export_finetuned(
     name: str,
     version: str,
     data: dict[str, Any] | None = None,
+    max_false_accept: float | None = None,
 ) -> Path:
-    """Publish a fine-tuned network as a new version (calibrated on the job's validation part)."""
+    """Publish a fine-tuned network as a new version (calibrated on the job's validation part;
+    `max_false_accept`: see `training.pipeline.calibrate`)."""
     from training.datasets import Dataset
 
     base = ModelCard.load(Path(base_dir))
@@ -156,7 +158,7 @@ def export_finetuned(
         np.ones(len(y), np.float32),
         base.grid,
     )
-    calibration, cal_stats, refs = calibrate_and_publish(model, ds, split)
+    calibration, cal_stats, refs = calibrate_and_publish(model, ds, split, max_false_accept)
     val = (
         classification_report(predict_logits(model, x[split.val]), y[split.val], len(classes))
         if len(split.val)

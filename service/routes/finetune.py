@@ -360,7 +360,8 @@ def resolve_spec(
     spec = JobSpec(
         base_model=name, base_version=version, output_model=output,
         val_fraction=options.val_fraction, activate=options.activate,
-        min_val_accuracy=options.min_val_accuracy, hyperparameters=hp,
+        min_val_accuracy=options.min_val_accuracy, max_false_accept=options.max_false_accept,
+        hyperparameters=hp,
     )  # fmt: skip
     return spec, grid
 

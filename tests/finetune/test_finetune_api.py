@@ -160,6 +160,8 @@ JSON_CASES = [
     ("epochs", job_body(hyperparameters={"epochs": 101}), 422, "invalid-input"),
     ("freeze", job_body(hyperparameters={"freeze": "half"}), 422, "invalid-input"),
     ("val fraction", job_body(val_fraction=0.9), 422, "invalid-input"),
+    ("false accept 0", job_body(max_false_accept=0.0), 422, "invalid-input"),
+    ("false accept 1", job_body(max_false_accept=1.0), 422, "invalid-input"),
     ("typo", job_body(epochs=3), 422, "invalid-input"),
     ("bad output name", job_body(output_model="../x"), 422, "invalid-input"),
 ]  # fmt: skip

@@ -114,7 +114,10 @@ def test_two_archive_jobs_posted_at_once_both_finish(client: httpx.Client) -> No
     two = {k: NEW_PEAKS[k] for k in ("Aspirin", "Glucose")}
     uploads = [("lab.zip", zip_archive(manifest_files(two, 4, 1))),
                ("lab.tar.gz", targz_archive(folder_files(two, 4, 2)))]  # fmt: skip
-    spec = '{"val_fraction": 0.25, "hyperparameters": {"epochs": 3, "batch_size": 4}}'
+    spec = (  # both jobs ask for the stricter no-match rule, recorded in their cards
+        '{"val_fraction": 0.25, "max_false_accept": 0.2, '
+        '"hyperparameters": {"epochs": 3, "batch_size": 4}}'
+    )
     answers: list[httpx.Response] = []
 
     def post(name: str, blob: bytes) -> None:
@@ -134,6 +137,12 @@ def test_two_archive_jobs_posted_at_once_both_finish(client: httpx.Client) -> No
     assert active_version(client) == "2"  # not asked to activate: serving is unchanged
     pinned = identify(client, "Glucose", version=jobs[0]["result"]["version"])
     assert pinned["results"][0]["predictions"][0]["label"] in two
+    for j in jobs:
+        url = f"/v1/models/{BASE_MODEL}/versions/{j['result']['version']}"
+        card = client.get(url).json()["card"]
+        strict = card["metrics"]["calibration"]
+        assert strict["max_false_accept"] == 0.2
+        assert card["calibration"]["min_similarity"] >= strict["impostor_min_similarity"]
 
 
 def test_cancel_stops_a_running_job_within_seconds(client: httpx.Client) -> None:
