@@ -385,13 +385,17 @@ def split_figures(
 ) -> dict[str, str]:
     """Confusion matrix, reliability, accuracy-coverage and confused-pair figures of one
     split's network (returns figure key -> file name)."""
-    from spectra.library import LibrarySearch
     from training.calibration import (
         expected_calibration_error,
         fit_temperature,
         reliability_bins,
     )
-    from training.pipeline import calibrate, library_references, served_scores
+    from training.pipeline import (
+        calibrate,
+        library_references,
+        reference_similarities,
+        served_scores,
+    )
 
     figs: dict[str, str] = {}
     y_te, n = ds.y[split.test], len(ds.classes)
@@ -411,17 +415,17 @@ def split_figures(
     # what a version exported from this network would answer (its library: the training part)
     refs = library_references(ds, split.train)
     calib, _ = calibrate(tr.model, ds, split, refs)
-    served = served_scores(tr.test_logits, ds.x[split.test], refs, calib)
+    sims = reference_similarities(ds.x[split.test], refs, calib.similarity, n)  # card's metric
+    served = served_scores(tr.test_logits, sims, calib)
     right = served.pred == y_te
-    deriv = LibrarySearch(refs.spectra, refs.classes, "derivative").class_scores(
-        ds.x[split.test], n
-    )
     curves = {
         "network: calibrated probability": accuracy_coverage(after.max(1), after.argmax(1) == y_te),
         "served (network + library): probability": accuracy_coverage(served.probability, right),
         "served: similarity to closest reference": accuracy_coverage(served.similarity, right),
         "served: no-match rule margin": accuracy_coverage(served.margin, right),
-        "derivative search: its own HQI": accuracy_coverage(deriv.max(1), deriv.argmax(1) == y_te),
+        f"{calib.similarity} search: its own HQI": accuracy_coverage(
+            sims.max(1), sims.argmax(1) == y_te
+        ),
     }
     path = plot_accuracy_coverage(curves, fig_dir / f"{name}_coverage.png")
     figs[f"{name}_coverage"] = path.name

@@ -508,7 +508,9 @@ def _open_scores(
     network's own prediction and calibrated top-1 probability; and the best HQI of the cosine and
     derivative searches over the same references."""
     logits = predict_logits(model, x)
-    served = served_scores(logits, x, refs, calib)
+    metrics = {"cosine", "derivative", calib.similarity}  # each library searched once
+    sims = {m: reference_similarities(x, refs, m, logits.shape[1]) for m in metrics}
+    served = served_scores(logits, sims[calib.similarity], calib)
     network = softmax(logits, calib.temperature)
     return {
         "pred": served.pred,
@@ -517,12 +519,9 @@ def _open_scores(
         "probability": served.probability,
         "similarity": served.similarity,
         "combined": served.margin,
-        **{
-            f"library_{'hqi' if m == 'cosine' else m}": LibrarySearch(refs.spectra, refs.classes, m)
-            .similarity(x)
-            .max(1)
-            for m in ("cosine", "derivative")
-        },
+        # a class's score is its best row, so the best class score is the search's best HQI
+        "library_hqi": sims["cosine"].max(1),
+        "library_derivative": sims["derivative"].max(1),
     }
 
 

@@ -248,15 +248,15 @@ def cmd_export(args: argparse.Namespace) -> None:
     from training.card_markdown import write
     from training.pipeline import export_run
 
-    target = export_run(args.run, args.store, args.name, args.version, args.max_false_accept)
-    command = reproduce_command(args.run, args.store, args.name, target.name)
-    if args.max_false_accept is not None:
-        command += f" \\\n    --max-false-accept {args.max_false_accept:g}"
-    write(target, command=command)
+    strict = args.max_false_accept
+    target = export_run(args.run, args.store, args.name, args.version, strict)
+    write(target, command=reproduce_command(args.run, args.store, args.name, target.name, strict))
     print(f"exported {target}")
 
 
-def reproduce_command(run: Path, store: Path, name: str, version: str) -> str:
+def reproduce_command(
+    run: Path, store: Path, name: str, version: str, max_false_accept: float | None = None
+) -> str:
     """The single `raman-train all` command that rebuilds this run and exports it."""
     from training.datasets import Dataset
     from training.pipeline import RunSpec
@@ -278,6 +278,7 @@ def reproduce_command(run: Path, store: Path, name: str, version: str) -> str:
         f"--batch-size {train.get('batch_size')} --lr {train.get('lr')}",
         *[f"--augment-{k} {v}" for k, v in aug.items() if k != "p" and v],
         f"--out {run} --store {store} --name {name} --version {version}",
+        *([f"--max-false-accept {max_false_accept:g}"] if max_false_accept is not None else []),
     ]
     return " \\\n    ".join(parts)
 

@@ -156,8 +156,7 @@ def evaluate_split(
         "confusion": confusion_matrix(y_te, pred, n).tolist(),
     }
     if served is not None:  # the searches above ran over the served references already
-        calib = served[1]
-        probs = combined_probabilities(logits, libs[calib.similarity], calib)
+        probs = served_scores(logits, libs[served[1].similarity], served[1]).probs
         out["served"] = classification_report(np.log(probs + 1e-12), y_te, n)
     return out
 
@@ -175,13 +174,10 @@ class ServedScores:
     margin: np.ndarray
 
 
-def served_scores(
-    logits: np.ndarray, x: np.ndarray, references: References, calibration: Calibration
-) -> ServedScores:
-    """The service's answer to spectra `x` (with the network's `logits` for them) from a version
-    carrying `references` and `calibration`, without the service: benchmarks score its
-    probabilities and its no-match rule with this."""
-    sims = reference_similarities(x, references, calibration.similarity, logits.shape[1])
+def served_scores(logits: np.ndarray, sims: np.ndarray, calibration: Calibration) -> ServedScores:
+    """The service's answer, without the service, for spectra with the network's `logits` and
+    their [n, C] `sims` (`reference_similarities` with the card's metric over the references a
+    version carries): benchmarks score its probabilities and its no-match rule with this."""
     probs = combined_probabilities(logits, sims, calibration)
     pred = probs.argmax(1)
     rows = np.arange(len(pred))
@@ -254,9 +250,9 @@ def calibrate(
     min_p, min_s = choose_rejection(probs, top_sims, y_val)
     strict: dict[str, float] = {}
     if max_false_accept is not None:
-        t = impostor_similarity_threshold(sims, y_val, max_false_accept)
-        strict = {"max_false_accept": max_false_accept, "impostor_min_similarity": t}
-        min_s = max(min_s, t)
+        floor = impostor_similarity_threshold(sims, y_val, max_false_accept)
+        strict = {"max_false_accept": max_false_accept, "impostor_min_similarity": floor}
+        min_s = max(min_s, floor)
     stats = {
         **strict,
         "ece_before": expected_calibration_error(softmax(logits), y_val),

@@ -222,8 +222,9 @@ def test_published_references_are_the_training_and_validation_spectra() -> None:
 
 
 def test_served_scores_are_the_versions_probabilities_and_no_match_rule() -> None:
-    """What benchmarks score as "the service" is the card's mix over the published references,
-    the predicted class's best-match similarity, and the rule's margin (>= 0 <=> both pass)."""
+    """What benchmarks score as "the service" is the card's mix with the similarities to the
+    published references, the predicted class's best-match similarity, and the rule's margin
+    (>= 0 <=> both pass)."""
     from spectra.library import LibrarySearch
     from spectra.scoring import combined_probabilities
     from training.pipeline import served_scores
@@ -232,8 +233,8 @@ def test_served_scores_are_the_versions_probabilities_and_no_match_rule() -> Non
     _, model, split, calib, refs, (x, _) = _toy_export()
     x_te = x[split.test]
     logits = predict_logits(model, x_te)
-    served = served_scores(logits, x_te, refs, calib)
     sims = LibrarySearch(refs.spectra, refs.classes, calib.similarity).class_scores(x_te, 4)
+    served = served_scores(logits, sims, calib)
     np.testing.assert_allclose(served.probs, combined_probabilities(logits, sims, calib))
     rows = np.arange(len(x_te))
     assert (served.pred == served.probs.argmax(1)).all()
