@@ -13,6 +13,7 @@ splits (the paper's protocol) and M splits grouped by RRUFF sample. Methods:
   alone is no method: min-max re-normalisation undoes it); ``drcnn_ls``: with label smoothing;
   ``drcnn_bn``: BatchNorm running statistics updated with momentum 0.1 instead of Keras' 0.01;
   ``drcnn_dx``: DRCNN whose input is the derivative features (a fixed first layer);
+  ``drcnn_rs_dx``: both recursive supervision and the derivative input;
 - ``<net>+<library method>``: a trained network's calibrated softmax averaged with a softmax over
   that library search's similarities (temperatures fitted on validation; ``<net>+lib`` =
   ``<net>+cosine``); ``<net>+tta``: test-time augmentation
@@ -105,6 +106,7 @@ NETWORKS: dict[str, dict[str, Any]] = {
     "drcnn_ls": {"label_smoothing": 0.1},
     "drcnn_bn": {"bn_momentum": 0.1},
     "drcnn_dx": {"input_transform": "derivative"},
+    "drcnn_rs_dx": {"recursive_supervision": True, "input_transform": "derivative"},
 }
 DEFAULT_METHODS = ",".join(
     (
