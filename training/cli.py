@@ -272,11 +272,18 @@ def reproduce_command(
         f"--arch {spec.arch} --width-div {model.get('width_div', 1)}",
         *([f"--dense-width-div {d}"] if (d := model.get("dense_width_div")) else []),
         *([f"--rec-channels {model['rec_channels']}"] if "rec_channels" in model else []),
-        *(["--recursive-supervision"] if model.get("recursive_supervision") else []),
+        *([f"--depth {model['depth']}"] if "depth" in model else []),
+        *(
+            ["--recursive-supervision", f"--aux-weight {train.get('aux_weight', 0.0):g}"]
+            if model.get("recursive_supervision")
+            else []
+        ),
         f"--split {spec.split} --split-seed {spec.split_seed} --seed {train.get('seed', 0)}",
         f"--epochs {train.get('epochs')} --patience {train.get('patience')}",
         f"--batch-size {train.get('batch_size')} --lr {train.get('lr')}",
+        *([f"--label-smoothing {ls:g}"] if (ls := train.get("label_smoothing")) else []),
         *[f"--augment-{k} {v}" for k, v in aug.items() if k != "p" and v],
+        *([f"--top-up {spec.top_up_to}"] if spec.top_up_to else []),
         f"--out {run} --store {store} --name {name} --version {version}",
         *([f"--max-false-accept {max_false_accept:g}"] if max_false_accept is not None else []),
     ]

@@ -114,3 +114,36 @@ def test_all_from_a_real_rruff_subset(shared_rruff_zip: Path, tmp_path: Path) ->
         assert len(z["labels"]) == n_refs
     assert card.data["references"].startswith(f"{n_refs} spectra of the training and validation")
     assert f"- references: {n_refs} spectra" in (version / "README.md").read_text()
+
+
+def test_the_cards_reproduce_command_rebuilds_the_same_run(tmp_path: Path) -> None:
+    """Every option that shapes the network or its training survives the card's command."""
+    from spectra.grid import Grid
+    from training.cli import _spec, parser, reproduce_command
+    from training.datasets import Dataset
+
+    data = tmp_path / "ds.npz"
+    rule = {"name": "dataset_1", "grid": {"start": 30.0, "stop": 1599.0, "points": 256}}
+    n = 4
+    Dataset(
+        np.zeros((n, 256), np.float32), np.arange(n), ["a", "b", "c", "d"],
+        np.array(["R1"] * n), np.array([""] * n), np.ones(n, np.float32),
+        Grid(30.0, 1599.0, 256), {"rule": rule, "source": "small.zip"},
+    ).save(data)  # fmt: skip
+    options = (
+        "--grid 30 1599 256 --width-div 16 --dense-width-div 2 --rec-channels 64 --depth 3 "
+        "--recursive-supervision --aux-weight 0.3 --split grouped --split-seed 2 --seed 5 "
+        "--epochs 7 --patience 3 --batch-size 16 --lr 0.002 --label-smoothing 0.1 "
+        "--augment-shift 2.0 --augment-noise 0.01 --top-up 4 --preset dataset_1"
+    )
+    args = parser().parse_args(["all", "--rruff", "small.zip", "--out", "r", *options.split()])
+    spec = _spec(args, data)
+    run = tmp_path / "run"
+    run.mkdir()
+    spec.save(run)
+
+    command = reproduce_command(run, Path("models"), "m", "2")
+    argv = command.replace("\\\n", " ").split()
+    assert argv[:3] == ["OMP_NUM_THREADS=1", "raman-train", "all"]
+    again = _spec(parser().parse_args(argv[2:]), data)
+    assert again == spec
