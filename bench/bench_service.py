@@ -1,6 +1,6 @@
 """Benchmark: the raw onnxruntime session vs the HTTP service on the same model, in one run.
 
-    python bench/bench_service.py [--model-dir models/rruff-minerals/3] [--duration 3]
+    python bench/bench_service.py [--model-dir models/rruff-minerals/4] [--duration 3]
                                   [--out bench/results]
 
 (a) Raw session (same session options as the service): p50/p99 latency at batch 1, and
