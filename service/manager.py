@@ -109,7 +109,13 @@ class ModelManager:
         if predictor is not None:
             return predictor
         if name in self.store.names():
-            raise NotReady(f"model {name!r} is in the store but not loaded (see the service log)")
+            # it failed to load at start-up, or was added since (a fine-tune job's new model
+            # registered without activation): say how to load it, not only where to look
+            raise NotReady(
+                f"model {name!r} is in the store but not loaded: it failed to load at start-up "
+                f"(see the service log) or was added since; load it with POST "
+                f"/v1/models/{name}/reload or POST /v1/models/{name}/versions/{{version}}/activate"
+            )
         if not self.active:
             raise NotReady(
                 f"no model is loaded: the model store {self.store.root} is missing or empty"

@@ -135,7 +135,9 @@ def test_a_model_added_while_running_is_served_after_reload(
     client: TestClient, auth: dict[str, str], store: Path
 ) -> None:
     write_version(store, "newcomer", "1")
-    assert client.post("/v1/identify", json=SPECTRUM | {"model": "newcomer"}).status_code == 503
+    r = client.post("/v1/identify", json=SPECTRUM | {"model": "newcomer"})
+    assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+    assert "POST /v1/models/newcomer/reload" in r.json()["detail"]  # what to do, not only why
     assert client.post("/v1/models/newcomer/reload", headers=auth).status_code == 200
     assert client.post("/v1/identify", json=SPECTRUM | {"model": "newcomer"}).status_code == 200
 
