@@ -51,6 +51,7 @@ def _arch(arch: dict[str, Any]) -> str:
         "dense_width_div",
         "rec_channels",
         "recursive_supervision",
+        "input_transform",
     )
     return ", ".join(f"{k}={arch[k]}" for k in keys if k in arch)
 

@@ -68,6 +68,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="supervise every recursion (Kim et al. 2016)",
     )
+    g.add_argument(
+        "--input-transform",
+        choices=["none", "derivative"],
+        default="none",
+        help="derivative: a fixed first layer feeds the network the derivative library search's "
+        "features (square root, Savitzky-Golay first derivative); part of the ONNX graph",
+    )
     g = p.add_argument_group("training (defaults: the paper's section 2.3)")
     g.add_argument(
         "--split",
@@ -200,6 +207,7 @@ def _spec(args: argparse.Namespace, data: Path):
         model.update(
             depth=args.depth,
             recursive_supervision=args.recursive_supervision,
+            input_transform=args.input_transform,
             dense_width_div=args.dense_width_div,
             rec_channels=args.rec_channels,
         )
@@ -273,6 +281,11 @@ def reproduce_command(
         *([f"--dense-width-div {d}"] if (d := model.get("dense_width_div")) else []),
         *([f"--rec-channels {model['rec_channels']}"] if "rec_channels" in model else []),
         *([f"--depth {model['depth']}"] if "depth" in model else []),
+        *(
+            [f"--input-transform {t}"]
+            if (t := model.get("input_transform", "none")) != "none"
+            else []
+        ),
         *(
             ["--recursive-supervision", f"--aux-weight {train.get('aux_weight', 0.0):g}"]
             if model.get("recursive_supervision")

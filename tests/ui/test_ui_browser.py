@@ -2,8 +2,9 @@
 real server process: upload a spectrum, find the expected label among the hits, overlay its
 reference, see a corrupt file's error in words, paste two columns, open the jobs view.
 
-With the shipped model (the active version under `models/rruff-minerals/`) the query is a real RRUFF file
-taken from ../shared/data; without it, a fixture model and a synthetic file whose class is known.
+With the shipped model (the active version under `models/rruff-minerals/`) the query is a real
+RRUFF file taken from ../shared/data; without it, a fixture model and a synthetic file whose class
+is known.
 Screenshots go to tests/ui/artifacts/ (git-ignored); with RAMAN_UI_UPDATE_DOCS=1 the two shown in
 README.md are also copied to docs/screenshots/.
 """
