@@ -1,6 +1,6 @@
 """Benchmark: the raw onnxruntime session vs the HTTP service on the same model, in one run.
 
-    python bench/bench_service.py [--model-dir models/rruff-minerals/4] [--duration 3]
+    python bench/bench_service.py [--model-dir models/rruff-minerals/<version>] [--duration 3]
                                   [--out bench/results]
 
 (a) Raw session (same session options as the service): p50/p99 latency at batch 1, and
@@ -38,6 +38,7 @@ import onnxruntime as ort
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from service.registry import ModelStore  # noqa: E402
 from service.runtime import RuntimeConfig, plan_providers, session_options  # noqa: E402
 from spectra.card import ModelCard  # noqa: E402
 
@@ -60,10 +61,9 @@ def parse_args() -> argparse.Namespace:
 
 
 def default_model_dir() -> Path:
-    """The shipped default model's highest version under models/rruff-minerals/."""
-    root = REPO / "models" / "rruff-minerals"
-    versions = sorted((p for p in root.glob("*") if p.name.isdigit()), key=lambda p: int(p.name))
-    return versions[-1] if versions else root / "1"
+    """The shipped default model's active version (what the service would serve)."""
+    store = ModelStore(REPO / "models")
+    return store.version_dir("rruff-minerals", store.active_version("rruff-minerals"))
 
 
 def machine_info() -> dict[str, Any]:

@@ -33,6 +33,8 @@ from live_server import (
     start_server,
 )
 
+from service.registry import ModelStore
+
 if TYPE_CHECKING:
     from playwright.sync_api import FilePayload, Page, Playwright, ViewportSize
 
@@ -43,10 +45,11 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
-SHIPPED = REPO_ROOT / "models" / "rruff-minerals"
-# the shipped model's active version, whichever it is (a hard-coded version silently fell back to
-# the fixture model when the default was retrained)
-REAL_CARD = SHIPPED / (SHIPPED / "ACTIVE").read_text().strip() / "model.json"
+# the shipped model's active version as the service picks it (a hard-coded version silently fell
+# back to the fixture model when the default was retrained)
+_SHIPPED = ModelStore(REPO_ROOT / "models")
+REAL_CARD = _SHIPPED.version_dir("rruff-minerals", _SHIPPED.active_version("rruff-minerals"))
+REAL_CARD /= "model.json"
 RRUFF_ZIP = (
     REPO_ROOT.parent
     / "shared"
