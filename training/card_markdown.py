@@ -101,7 +101,13 @@ def _ece(m: dict[str, Any]) -> str:
     cal = m.get("calibration") or {}
     if not cal:
         return "n/a"
-    return f"{cal.get('ece_before', float('nan')):.4f} / {cal.get('ece_after', float('nan')):.4f}"
+    ece = f"{cal.get('ece_before', float('nan')):.4f} / {cal.get('ece_after', float('nan')):.4f}"
+    if cal.get("fitted", True):
+        return ece
+    n = cal.get("validation_spectra", 0)
+    if not n:
+        return "n/a (no validation spectra: the prior calibration is kept)"
+    return f"{ece} (not fitted on {n} validation spectra, too few or none wrong: prior kept)"
 
 
 def write(version_dir: Path, command: str | None = None) -> Path:

@@ -158,7 +158,10 @@ def export_finetuned(
         np.ones(len(y), np.float32),
         base.grid,
     )
-    calibration, cal_stats, refs = calibrate_and_publish(model, ds, split, max_false_accept)
+    # too few (or too easy) validation spectra keep the base version's calibration
+    calibration, cal_stats, refs = calibrate_and_publish(
+        model, ds, split, max_false_accept, prior=base.calibration
+    )
     val = (
         classification_report(predict_logits(model, x[split.val]), y[split.val], len(classes))
         if len(split.val)

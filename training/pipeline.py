@@ -41,6 +41,7 @@ LIB_T_BOUNDS = (1e-4, 10.0)  # similarities differ by hundredths: their temperat
 NET_T_BOUNDS = (0.05, 20.0)
 JOINT_TEMPERATURES = False  # refit the network's temperature in the mix (bench/mix_calibration)
 JOINT_ROUNDS = 3  # coordinate descent on the two temperatures
+MIN_FIT_SPECTRA = 10  # fewer validation spectra keep a prior calibration (see `calibrate`)
 
 RRUFF_CITATION = (
     "Lafuente B, Downs R T, Yang H, Stone N (2015) The power of databases: the RRUFF project. "
@@ -201,16 +202,20 @@ def library_references(ds: Dataset, rows: np.ndarray) -> References:
 
 
 def calibrate_and_publish(
-    model: nn.Module, ds: Dataset, split: Split, max_false_accept: float | None = None
-) -> tuple[Calibration, dict[str, float], References]:
+    model: nn.Module,
+    ds: Dataset,
+    split: Split,
+    max_false_accept: float | None = None,
+    prior: Calibration | None = None,
+) -> tuple[Calibration, dict[str, Any], References]:
     """The card's calibration and the references a version carries. The mix and the thresholds
     are fitted on the validation part against a library of the training part only (so that
     validation spectra are not their own best match); the published library then holds the
     training *and* validation spectra: every labelled spectrum not held out for test is a
     reference a query can match (bench/mix_calibration.py measures what that does).
-    `max_false_accept`: see `calibrate`."""
+    `max_false_accept`, `prior`: see `calibrate`."""
     train_refs = library_references(ds, split.train)
-    calibration, stats = calibrate(model, ds, split, train_refs, max_false_accept)
+    calibration, stats = calibrate(model, ds, split, train_refs, max_false_accept, prior)
     published = library_references(ds, np.sort(np.concatenate([split.train, split.val])))
     return calibration, stats, published
 
@@ -228,7 +233,8 @@ def calibrate(
     split: Split,
     references: References,
     max_false_accept: float | None = None,
-) -> tuple[Calibration, dict[str, float]]:
+    prior: Calibration | None = None,
+) -> tuple[Calibration, dict[str, Any]]:
     """Everything in the card's `Calibration`, fitted on the validation part: the network's
     temperature; the weight (of LIBRARY_WEIGHTS) and temperature of a softmax over derivative
     similarities to each class's best-matching reference spectrum mixed into it, jointly
@@ -237,30 +243,45 @@ def calibrate(
     min_similarity is raised, if needed, to what that share of minerals missing from the library
     would pass, estimated from validation spectra matched against the other classes only
     (`training.calibration.impostor_similarity_threshold`; docs/accuracy.md measures it on held-
-    out minerals): fewer unknown minerals reported as a match, more known ones refused."""
+    out minerals): fewer unknown minerals reported as a match, more known ones refused.
+
+    A validation part with fewer than MIN_FIT_SPECTRA spectra, or one the fitted mix answers
+    entirely right, cannot support the fit: with no error the likelihood keeps rising as the
+    temperatures fall, which end at their bounds and make every answer certain (a fine-tune on
+    18 spectra did that). Then the version keeps `prior` (a fine-tune passes its base version's
+    calibration; the plain softmax otherwise) and the stats say `fitted: false`."""
     x_val, y_val = ds.x[split.val], ds.y[split.val]
+    fallback = prior or Calibration(similarity=SIMILARITY)
     if len(y_val) == 0:
-        return Calibration(), {}
+        return fallback, {"fitted": False, "validation_spectra": 0}
     logits = predict_logits(model, x_val)
-    t = fit_temperature(logits, y_val)
-    sims = reference_similarities(x_val, references, SIMILARITY, len(ds.classes))
-    calib = choose_library_weight(logits, sims, y_val, Calibration(t, 0.5, 0.0, SIMILARITY))
+    n_classes = len(ds.classes)
+    sims = reference_similarities(x_val, references, SIMILARITY, n_classes)
+    calib = choose_library_weight(
+        logits, sims, y_val, Calibration(fit_temperature(logits, y_val), 0.5, 0.0, SIMILARITY)
+    )
     probs = combined_probabilities(logits, sims, calib)
-    top_sims = sims[np.arange(len(y_val)), probs.argmax(1)]
-    min_p, min_s = choose_rejection(probs, top_sims, y_val)
-    strict: dict[str, float] = {}
+    fitted = len(y_val) >= MIN_FIT_SPECTRA and bool((probs.argmax(1) != y_val).any())
+    if fitted:
+        top_sims = sims[np.arange(len(y_val)), probs.argmax(1)]
+        min_p, min_s = choose_rejection(probs, top_sims, y_val)
+        calib = replace(calib, min_probability=float(min_p), min_similarity=float(min_s))
+    else:
+        calib = fallback
+        sims = reference_similarities(x_val, references, calib.similarity, n_classes)
+        probs = combined_probabilities(logits, sims, calib)
+    stats: dict[str, Any] = {"fitted": fitted, "validation_spectra": len(y_val)}
     if max_false_accept is not None:
         floor = impostor_similarity_threshold(sims, y_val, max_false_accept)
-        strict = {"max_false_accept": max_false_accept, "impostor_min_similarity": floor}
-        min_s = max(min_s, floor)
-    stats = {
-        **strict,
+        stats |= {"max_false_accept": max_false_accept, "impostor_min_similarity": floor}
+        calib = replace(calib, min_similarity=max(calib.min_similarity, floor))
+    stats |= {
         "ece_before": expected_calibration_error(softmax(logits), y_val),
         "ece_after": expected_calibration_error(probs, y_val),
         "val_top1_network": float((logits.argmax(1) == y_val).mean()),
         "val_top1_served": float((probs.argmax(1) == y_val).mean()),
     }
-    return replace(calib, min_probability=float(min_p), min_similarity=float(min_s)), stats
+    return calib, stats
 
 
 def choose_library_weight(

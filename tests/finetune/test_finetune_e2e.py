@@ -143,6 +143,12 @@ def test_two_archive_jobs_posted_at_once_both_finish(client: httpx.Client) -> No
         strict = card["metrics"]["calibration"]
         assert strict["max_false_accept"] == 0.2
         assert card["calibration"]["min_similarity"] >= strict["impostor_min_similarity"]
+        # 2 validation spectra cannot support a fit: the base version's calibration is kept
+        assert strict["fitted"] is False and strict["validation_spectra"] == 2
+        base_name, base_version = card["architecture"]["finetuned_from"].split("/")
+        base = client.get(f"/v1/models/{base_name}/versions/{base_version}").json()["card"]
+        kept = {k: v for k, v in card["calibration"].items() if k != "min_similarity"}
+        assert kept == {k: v for k, v in base["calibration"].items() if k != "min_similarity"}
 
 
 def test_cancel_stops_a_running_job_within_seconds(client: httpx.Client) -> None:

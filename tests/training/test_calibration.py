@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from spectra.card import Calibration
 from spectra.scoring import softmax
 from training.calibration import (
     accuracy_coverage,
@@ -186,29 +187,93 @@ def test_joint_temperatures_fit_the_network_inside_the_mixture() -> None:
     assert nll(joint) <= nll(alone) + 1e-9
 
 
-def _toy_export(max_false_accept: float | None = None) -> tuple[Any, Any, Any, Any, Any, Any]:
-    """A 4-class toy data set, an untrained linear network and what export fits and publishes."""
-    import torch
-    from torch import nn
-
+def _toy_data(noise: float = 0.2) -> Any:
+    """A 4-class toy data set: class k is the k-th unit vector plus Gaussian `noise`."""
     from spectra.grid import Grid
     from training.datasets import Dataset
-    from training.pipeline import calibrate_and_publish
-    from training.splits import stratified_split
 
     rng = np.random.default_rng(3)
     n, length, classes = 120, 40, 4
     y = np.repeat(np.arange(classes), n // classes)
-    x = (np.eye(classes, length)[y] + rng.normal(0, 0.2, (n, length))).astype(np.float32)
-    ds = Dataset(
+    x = (np.eye(classes, length)[y] + rng.normal(0, noise, (n, length))).astype(np.float32)
+    return Dataset(
         x, y, [f"c{i}" for i in range(classes)], np.array([f"R{i}" for i in range(n)]),
         np.array([""] * n), np.ones(n, np.float32), Grid(100.0, 139.0, length),
     )  # fmt: skip
+
+
+def _toy_export(max_false_accept: float | None = None) -> tuple[Any, Any, Any, Any, Any, Any]:
+    """The toy data set, an untrained linear network and what export fits and publishes."""
+    import torch
+    from torch import nn
+
+    from training.pipeline import calibrate_and_publish
+    from training.splits import stratified_split
+
+    ds = _toy_data()
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(length, classes))
-    split = stratified_split(y, 0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(ds.x.shape[1], len(ds.classes)))
+    split = stratified_split(ds.y, 0)
     calib, _, refs = calibrate_and_publish(model, ds, split, max_false_accept)
-    return ds, model, split, calib, refs, (x, y)
+    return ds, model, split, calib, refs, (ds.x, ds.y)
+
+
+PRIOR = Calibration(temperature=1.7, min_probability=0.6, min_similarity=0.3, library_weight=0.25,
+                    library_temperature=0.02, similarity="derivative")  # fmt: skip
+
+
+def _calibrate_matched_filter(
+    noise: float, n_val: int | None = None, prior: Calibration | None = PRIOR
+) -> tuple[Calibration, dict[str, Any]]:
+    """Export's calibration of a fixed "matched filter" network (logits 10 x the first four
+    points: right on every clean toy spectrum) on the toy data with `noise`, keeping the first
+    `n_val` validation spectra."""
+    import torch
+    from torch import nn
+
+    from training.pipeline import calibrate_and_publish
+    from training.splits import Split, stratified_split
+
+    ds = _toy_data(noise)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(ds.x.shape[1], len(ds.classes)))
+    with torch.no_grad():
+        model[1].weight.copy_(10 * torch.eye(len(ds.classes), ds.x.shape[1]))
+        model[1].bias.zero_()
+    split = stratified_split(ds.y, 0)
+    split = Split(split.train, split.val[:n_val], split.test)
+    calib, stats, _ = calibrate_and_publish(model, ds, split, prior=prior)
+    return calib, stats
+
+
+def test_a_validation_part_with_errors_is_fitted() -> None:
+    calib, stats = _calibrate_matched_filter(noise=1.5)
+    assert stats["fitted"] is True and stats["validation_spectra"] >= 10
+    assert 0 < stats["val_top1_network"] < 1
+    assert calib != PRIOR and calib.temperature != PRIOR.temperature
+
+
+@pytest.mark.parametrize(
+    ("noise", "n_val", "n_expected"),
+    [(1.5, 6, 6),  # too few spectra (like a fine-tune on 18 files)
+     (0.2, None, None),  # every validation spectrum right: temperatures would run to 0
+     (1.5, 0, 0)],  # no validation part
+)  # fmt: skip
+def test_a_validation_part_that_cannot_support_a_fit_keeps_the_prior(
+    noise: float, n_val: int | None, n_expected: int | None
+) -> None:
+    calib, stats = _calibrate_matched_filter(noise, n_val)
+    assert calib == PRIOR and stats["fitted"] is False
+    if n_expected is not None:
+        assert stats["validation_spectra"] == n_expected
+    else:
+        assert stats["val_top1_network"] == stats["val_top1_served"] == 1.0
+
+
+def test_without_a_prior_an_unfittable_part_gets_the_plain_softmax() -> None:
+    from training.pipeline import SIMILARITY
+
+    calib, stats = _calibrate_matched_filter(1.5, n_val=6, prior=None)
+    assert calib == Calibration(similarity=SIMILARITY) and stats["fitted"] is False
 
 
 def test_published_references_are_the_training_and_validation_spectra() -> None:
@@ -286,3 +351,17 @@ def test_export_cli_refuses_a_false_accept_share_outside_0_1() -> None:
     for bad in ("0", "1.5", "x"):
         with pytest.raises(SystemExit):
             parser().parse_args(["export", "--run", "r", "--max-false-accept", bad])
+
+
+@pytest.mark.parametrize(
+    ("stats", "shown"),
+    [({"fitted": True, "ece_before": 0.1, "ece_after": 0.03}, "0.1000 / 0.0300"),
+     ({"fitted": False, "validation_spectra": 6, "ece_before": 0.1, "ece_after": 0.2},
+      "0.1000 / 0.2000 (not fitted on 6 validation spectra, too few or none wrong: prior kept)"),
+     ({"fitted": False, "validation_spectra": 0}, "n/a (no validation spectra: the prior"
+      " calibration is kept)")],
+)  # fmt: skip
+def test_the_card_says_whether_its_calibration_was_fitted(stats: dict, shown: str) -> None:
+    from training.card_markdown import _ece
+
+    assert _ece({"calibration": stats}) == shown
