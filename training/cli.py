@@ -88,6 +88,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patience", type=int, default=30)
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--lr", type=float, default=1e-4)
+    g.add_argument(
+        "--lr-schedule",
+        choices=["constant", "cosine"],  # training.train.LR_SCHEDULES (torch-free import)
+        default="constant",
+        help="constant (paper) or cosine: lr annealed to 1 %% of --lr over --epochs",
+    )
     g.add_argument("--label-smoothing", type=float, default=0.0)
     g.add_argument(
         "--aux-weight",
@@ -216,6 +222,7 @@ def _spec(args: argparse.Namespace, data: Path):
         "patience": args.patience,
         "batch_size": args.batch_size,
         "lr": args.lr,
+        "lr_schedule": args.lr_schedule,
         "seed": args.seed,
         "device": args.device,
         "progress": not args.no_progress,
@@ -294,6 +301,11 @@ def reproduce_command(
         f"--split {spec.split} --split-seed {spec.split_seed} --seed {train.get('seed', 0)}",
         f"--epochs {train.get('epochs')} --patience {train.get('patience')}",
         f"--batch-size {train.get('batch_size')} --lr {train.get('lr')}",
+        *(
+            [f"--lr-schedule {sch}"]
+            if (sch := train.get("lr_schedule", "constant")) != "constant"
+            else []
+        ),
         *([f"--label-smoothing {ls:g}"] if (ls := train.get("label_smoothing")) else []),
         *[f"--augment-{k} {v}" for k, v in aug.items() if k != "p" and v],
         *([f"--top-up {spec.top_up_to}"] if spec.top_up_to else []),

@@ -26,6 +26,9 @@ from spectra.version import code_version
 from training.augment import AugmentConfig, augment
 from training.model import DRCNN, arch_of
 
+LR_SCHEDULES = ("constant", "cosine")
+COSINE_FLOOR = 0.01  # the cosine schedule's last epoch trains at 1 % of `lr`
+
 
 @dataclass
 class TrainConfig:
@@ -35,6 +38,7 @@ class TrainConfig:
     patience: int = 30
     batch_size: int = 32
     lr: float = 1e-4
+    lr_schedule: str = "constant"  # LR_SCHEDULES: "cosine" anneals lr to 1 % over `epochs`
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
@@ -49,6 +53,10 @@ class TrainConfig:
     # once at the end (benchmarks: at paper size last.pt with Adam state is ~1.3 GB per epoch).
     checkpoint_every_epoch: bool = True
     max_seconds: float | None = None  # wall-clock budget; stops after the epoch that exceeds it
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, not {self.lr_schedule!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -84,6 +92,16 @@ class Result:
     best_path: Path
     stopped: str  # "early_stopping", "max_epochs", "time_limit" or "callback"
     seconds: float
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate of `epoch` (1-based). A function of the epoch alone, so a resumed run goes
+    on where it stopped without scheduler state: "constant" is the paper's; "cosine" falls from
+    `lr` at epoch 1 to COSINE_FLOOR * `lr` at epoch `epochs` (half a cosine period)."""
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    progress = (epoch - 1) / max(cfg.epochs - 1, 1)
+    return cfg.lr * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 EpochCallback = Callable[[dict[str, float]], bool]
@@ -138,6 +156,8 @@ def fit(
     start = time.perf_counter()
     stopped = "max_epochs"
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, epoch)
         train_loss, train_acc = _train_epoch(net, model, opt, xt, yt, cfg, device, gen, epoch)
         recalibrate_batchnorm(model, data.x_train, cfg.eval_batch_size, device)
         val_loss, val_acc = _validate(model, data, cfg, device)
@@ -147,6 +167,7 @@ def fit(
             "train_acc": train_acc,
             "val_loss": val_loss,
             "val_acc": val_acc,
+            "lr": lr_at(cfg, epoch),
         }
         state.history.append(record)
         state.epoch = epoch

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from collections.abc import Callable
@@ -33,7 +34,15 @@ from training.export import (
     next_version,
 )
 from training.model import DRCNN, DRCNNConfig
-from training.train import Arrays, TrainConfig, fit, load_checkpoint, predict_logits
+from training.train import (
+    COSINE_FLOOR,
+    Arrays,
+    TrainConfig,
+    fit,
+    load_checkpoint,
+    lr_at,
+    predict_logits,
+)
 
 LENGTH, N_CLASSES, EPOCHS = 256, 4, 10
 GRID = Grid(100.0, 1200.0, LENGTH)
@@ -175,7 +184,7 @@ def test_callback_returning_false_stops(arrays: Arrays, tmp_path: Path) -> None:
     result = fit(tiny_model(), arrays, train_config(), tmp_path, on_epoch=on_epoch)
     assert result.stopped == "callback" and result.epochs_run == 2
     assert [r["epoch"] for r in seen] == [1, 2]
-    assert set(seen[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc"}
+    assert set(seen[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"}
     assert (tmp_path / "last.pt").exists()
 
 
@@ -220,6 +229,31 @@ def test_train_config_round_trip() -> None:
     cfg.augment.shift = 2.0
     back = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert back == cfg and back.betas == (0.8, 0.99) and back.augment.shift == 2.0
+
+
+def test_cosine_schedule_anneals_from_lr_to_its_floor() -> None:
+    cfg = train_config(lr=1e-3, epochs=5, lr_schedule="cosine")
+    lrs = [lr_at(cfg, e) for e in range(1, 6)]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(COSINE_FLOOR * 1e-3)
+    assert lrs[2] == pytest.approx(1e-3 * (1 + COSINE_FLOOR) / 2)  # half-way: the mean
+    assert all(a > b for a, b in itertools.pairwise(lrs))
+    assert {lr_at(train_config(lr=1e-3), e) for e in range(1, 6)} == {1e-3}  # the paper's
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train_config(lr_schedule="step")
+
+
+def test_a_cosine_run_stopped_and_resumed_trains_each_epoch_at_the_schedules_rate(
+    arrays: Arrays, tmp_path: Path
+) -> None:
+    cfg = train_config(epochs=4, lr_schedule="cosine")
+    first = fit(tiny_model(), arrays, cfg, tmp_path, on_epoch=lambda r: r["epoch"] < 2)
+    assert (first.stopped, first.epochs_run) == ("callback", 2)
+    saved = torch.load(tmp_path / "last.pt", weights_only=False)["optimizer"]["param_groups"]
+    assert saved[0]["lr"] == pytest.approx(lr_at(cfg, 2))  # the optimizer really used it
+    result = fit(tiny_model(seed=7), arrays, cfg, tmp_path, resume=True)
+    assert [h["lr"] for h in result.history] == [lr_at(cfg, e) for e in range(1, 5)]
+    saved = torch.load(tmp_path / "last.pt", weights_only=False)["optimizer"]["param_groups"]
+    assert saved[0]["lr"] == pytest.approx(COSINE_FLOOR * cfg.lr)
 
 
 # --- export ---------------------------------------------------------------------------------------
