@@ -13,7 +13,8 @@ splits (the paper's protocol) and M splits grouped by RRUFF sample. Methods:
   alone is no method: min-max re-normalisation undoes it); ``drcnn_ls``: with label smoothing;
   ``drcnn_bn``: BatchNorm running statistics updated with momentum 0.1 instead of Keras' 0.01;
   ``drcnn_dx``: DRCNN whose input is the derivative features (a fixed first layer);
-  ``drcnn_rs_dx``: both recursive supervision and the derivative input;
+  ``drcnn_rs_dx``: both recursive supervision and the derivative input; ``drcnn_cos``,
+  ``drcnn_rs_cos``: the learning rate annealed on a cosine to 1 % over --epochs;
 - ``<net>+<library method>``: a trained network's calibrated softmax averaged with a softmax over
   that library search's similarities (temperatures fitted on validation; ``<net>+lib`` =
   ``<net>+cosine``); ``<net>+tta``: test-time augmentation
@@ -107,6 +108,8 @@ NETWORKS: dict[str, dict[str, Any]] = {
     "drcnn_bn": {"bn_momentum": 0.1},
     "drcnn_dx": {"input_transform": "derivative"},
     "drcnn_rs_dx": {"recursive_supervision": True, "input_transform": "derivative"},
+    "drcnn_cos": {"lr_schedule": "cosine"},
+    "drcnn_rs_cos": {"recursive_supervision": True, "lr_schedule": "cosine"},
 }
 DEFAULT_METHODS = ",".join(
     (
@@ -270,6 +273,7 @@ def train_config(method: str, opts: Options, seed: int) -> TrainConfig:
         epochs=opts.epochs,
         patience=opts.patience,
         lr=opts.lr,
+        lr_schedule=str(spec.get("lr_schedule", "constant")),
         seed=seed,
         device=opts.device,
         progress=False,

@@ -24,7 +24,13 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
 from accuracy_report import paired, write_markdown  # noqa: E402
-from bench_accuracy import LIBRARY_METHODS, openset_library, parse_args  # noqa: E402
+from bench_accuracy import (  # noqa: E402
+    LIBRARY_METHODS,
+    NETWORKS,
+    openset_library,
+    parse_args,
+    train_config,
+)
 from gpu_accuracy import wait_all  # noqa: E402
 
 from spectra.grid import Grid  # noqa: E402
@@ -146,3 +152,14 @@ def test_smoke_plan_stops_at_the_deadline_and_packs_one_tarball(
     methods = {r["method"] for r in results["runs"] if r["seed"] == 3}
     assert methods == {"cosine", "derivative", "drcnn_rs", "liu", "drcnn_rs+derivative"}
     assert (root / "logs" / "d1_random_rs_liu.log").read_text().strip()
+
+
+def test_each_network_variant_trains_with_its_one_change() -> None:
+    """bench_accuracy's method names map onto TrainConfig: the cosine variants anneal the
+    learning rate, recursive supervision sets the auxiliary weight, the rest keep the paper's."""
+    opts = parse_args(["--methods", ",".join(NETWORKS), "--lr", "1e-3"])
+    configs = {m: train_config(m, opts, seed=0) for m in NETWORKS}
+    cosine = {m for m, c in configs.items() if c.lr_schedule == "cosine"}
+    assert cosine == {"drcnn_cos", "drcnn_rs_cos"}
+    assert configs["drcnn_rs_cos"].aux_weight == opts.aux_weight > 0
+    assert configs["drcnn_cos"].aux_weight == 0 and {c.lr for c in configs.values()} == {1e-3}
