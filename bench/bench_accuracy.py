@@ -733,18 +733,21 @@ class Bench:
         self.results["figures"].update(figs)
 
     def _openset(self, name: str, ds: Dataset) -> None:
-        """The open-set experiment over --openset-holdouts class hold-outs (seeds 0, 1, ...):
+        """The open-set experiment over --openset-holdouts class hold-outs (seeds --seed,
+        --seed + 1, ...; parts run with other seeds merge into one entry):
         the library searches over all of them at once; a network is trained once per hold-out,
         each saved as it finishes, while time remains."""
         opts, entries = self.opts, self.results["openset"]
         if opts.openset_method == "library":
             entries[name] = openset_library(
-                ds, opts, range(opts.openset_holdouts or OPENSET_LIBRARY_SEEDS)
+                ds,
+                opts,
+                range(opts.seed, opts.seed + (opts.openset_holdouts or OPENSET_LIBRARY_SEEDS)),
             )
             self.save()
             return
         runs: list[dict[str, Any]] = []
-        for seed in range(opts.openset_holdouts or 1):
+        for seed in range(opts.seed, opts.seed + (opts.openset_holdouts or 1)):
             if runs and not self._has_time():
                 break
             runs.append(openset_experiment(ds, opts, seed, opts.out / "work" / name))
@@ -899,6 +902,22 @@ def _check_methods(methods: list[str]) -> None:
             raise SystemExit(f"unknown method {m!r}; choose from {', '.join(names)}")
 
 
+def _merge_openset(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One open-set entry per (subset, network): runs may use different networks. A network's
+    hold-outs from several parts (run with different --seed) are pooled, one per seed, and
+    summarised again; a library entry of a later part replaces an earlier one."""
+    merged: dict[str, Any] = {}
+    for part in parts:
+        for subset, entry in part.items():
+            method = entry.get("method", "drcnn")
+            key = f"{subset} ({method})"
+            if key in merged and method != "library":
+                by_seed = {h["seed"]: h for h in [*merged[key]["holdouts"], *entry["holdouts"]]}
+                entry = openset_summary(method, [by_seed[k] for k in sorted(by_seed)])
+            merged[key] = entry
+    return merged
+
+
 def merge_results(dirs: list[Path], out: Path) -> dict[str, Any]:
     """One results.json/.md from several runs' out dirs (runs concatenated; the options and
     machine of the first; per-subset entries of later dirs win)."""
@@ -912,9 +931,7 @@ def merge_results(dirs: list[Path], out: Path) -> dict[str, Any]:
     }
     for key in ("datasets", "figures", "full_size_epoch", "calibration"):
         merged[key] = {k: v for p in parts for k, v in p.get(key, {}).items()}
-    merged["openset"] = {  # one entry per (subset, network): runs may use different networks
-        f"{k} ({v.get('method', 'drcnn')})": v for p in parts for k, v in p["openset"].items()
-    }
+    merged["openset"] = _merge_openset([p["openset"] for p in parts])
     methods = [r["method"] for r in merged["runs"]]
     merged["options"] = {
         **merged["options"],
