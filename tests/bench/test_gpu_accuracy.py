@@ -27,6 +27,7 @@ from accuracy_report import paired, write_markdown  # noqa: E402
 from bench_accuracy import (  # noqa: E402
     LIBRARY_METHODS,
     NETWORKS,
+    _merge_openset,
     openset_library,
     parse_args,
     train_config,
@@ -163,3 +164,24 @@ def test_each_network_variant_trains_with_its_one_change() -> None:
     assert cosine == {"drcnn_cos", "drcnn_rs_cos"}
     assert configs["drcnn_rs_cos"].aux_weight == opts.aux_weight > 0
     assert configs["drcnn_cos"].aux_weight == 0 and {c.lr for c in configs.values()} == {1e-3}
+
+
+def _holdout(seed: int, known_top1: float) -> dict[str, object]:
+    return {"seed": seed, "known_top1": known_top1, "auroc": {"combined": 0.8 + seed / 100},
+            "rule_operating_point": {"known_accepted": 0.9}}  # fmt: skip
+
+
+def test_merge_pools_a_networks_holdouts_across_parts_one_per_seed() -> None:
+    """Hold-outs run in separate parts (--seed 0 and --seed 1) merge into one summary; a seed
+    present twice counts once; library entries are not pooled (a later part wins)."""
+    first = {"dataset_2": {"method": "drcnn", "holdouts": [_holdout(0, 0.90)]}}
+    second = {"dataset_2": {"method": "drcnn", "holdouts": [_holdout(1, 0.80), _holdout(0, 0.90)]},
+              "dataset_1": {"method": "library", "seeds": [0]}}  # fmt: skip
+    later_library = {"dataset_1": {"method": "library", "seeds": [3]}}
+    merged = _merge_openset([first, second, later_library])
+    entry = merged["dataset_2 (drcnn)"]
+    assert [h["seed"] for h in entry["holdouts"]] == [0, 1]
+    assert entry["summary"]["known_top1"]["n"] == 2
+    assert entry["summary"]["known_top1"]["mean"] == pytest.approx(0.85)
+    assert entry["summary"]["auroc_combined"]["mean"] == pytest.approx(0.805)
+    assert merged["dataset_1 (library)"]["seeds"] == [3]
