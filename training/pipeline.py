@@ -257,19 +257,13 @@ def calibrate(
     logits = predict_logits(model, x_val)
     n_classes = len(ds.classes)
     sims = reference_similarities(x_val, references, SIMILARITY, n_classes)
-    calib = choose_library_weight(
-        logits, sims, y_val, Calibration(fit_temperature(logits, y_val), 0.5, 0.0, SIMILARITY)
-    )
-    probs = combined_probabilities(logits, sims, calib)
-    fitted = len(y_val) >= MIN_FIT_SPECTRA and bool((probs.argmax(1) != y_val).any())
-    if fitted:
-        top_sims = sims[np.arange(len(y_val)), probs.argmax(1)]
-        min_p, min_s = choose_rejection(probs, top_sims, y_val)
-        calib = replace(calib, min_probability=float(min_p), min_similarity=float(min_s))
-    else:
+    calib = _fit_mix(logits, sims, y_val) if len(y_val) >= MIN_FIT_SPECTRA else None
+    fitted = calib is not None
+    if calib is None:
         calib = fallback
-        sims = reference_similarities(x_val, references, calib.similarity, n_classes)
-        probs = combined_probabilities(logits, sims, calib)
+        if calib.similarity != SIMILARITY:  # an older base card's metric
+            sims = reference_similarities(x_val, references, calib.similarity, n_classes)
+    probs = combined_probabilities(logits, sims, calib)
     stats: dict[str, Any] = {"fitted": fitted, "validation_spectra": len(y_val)}
     if max_false_accept is not None:
         floor = impostor_similarity_threshold(sims, y_val, max_false_accept)
@@ -282,6 +276,20 @@ def calibrate(
         "val_top1_served": float((probs.argmax(1) == y_val).mean()),
     }
     return calib, stats
+
+
+def _fit_mix(logits: np.ndarray, sims: np.ndarray, y: np.ndarray) -> Calibration | None:
+    """The network's temperature, the mix and the rejection thresholds fitted on validation
+    (see `calibrate`); None when the fitted mix answers every spectrum right (nothing bounds
+    the temperatures then)."""
+    base = Calibration(fit_temperature(logits, y), 0.5, 0.0, SIMILARITY)
+    calib = choose_library_weight(logits, sims, y, base)
+    probs = combined_probabilities(logits, sims, calib)
+    pred = probs.argmax(1)
+    if (pred == y).all():
+        return None
+    min_p, min_s = choose_rejection(probs, sims[np.arange(len(y)), pred], y)
+    return replace(calib, min_probability=float(min_p), min_similarity=float(min_s))
 
 
 def choose_library_weight(

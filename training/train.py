@@ -156,8 +156,9 @@ def fit(
     start = time.perf_counter()
     stopped = "max_epochs"
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
+        lr = lr_at(cfg, epoch)
         for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, epoch)
+            group["lr"] = lr
         train_loss, train_acc = _train_epoch(net, model, opt, xt, yt, cfg, device, gen, epoch)
         recalibrate_batchnorm(model, data.x_train, cfg.eval_batch_size, device)
         val_loss, val_acc = _validate(model, data, cfg, device)
@@ -167,7 +168,7 @@ def fit(
             "train_acc": train_acc,
             "val_loss": val_loss,
             "val_acc": val_acc,
-            "lr": lr_at(cfg, epoch),
+            "lr": lr,
         }
         state.history.append(record)
         state.epoch = epoch
