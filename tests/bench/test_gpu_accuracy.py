@@ -32,7 +32,7 @@ from bench_accuracy import (  # noqa: E402
     parse_args,
     train_config,
 )
-from gpu_accuracy import wait_all  # noqa: E402
+from gpu_accuracy import PLAN, PLANS, wait_all  # noqa: E402
 
 from spectra.grid import Grid  # noqa: E402
 from training.datasets import Dataset  # noqa: E402
@@ -100,6 +100,14 @@ def test_library_openset_scores_every_search_over_each_hold_out(
     )
     assert "Open-set rejection by the library searches alone" in md
     assert md.count("| synthetic | 3 | 2 |") == len(LIBRARY_METHODS)
+
+
+@pytest.mark.parametrize("plan", sorted(PLANS))
+def test_every_job_of_a_named_plan_is_a_valid_benchmark_command(plan: str) -> None:
+    # a typo in a job's methods would otherwise surface only on the lent GPU, costing the lease
+    for name in PLANS[plan]:
+        opts = parse_args([*PLAN[name], "--out", "/tmp/unused"])
+        assert opts.methods == PLAN[name][-1].split(",")
 
 
 def test_wait_all_kills_jobs_past_the_deadline() -> None:
