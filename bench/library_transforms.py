@@ -9,6 +9,9 @@ The winner (square root, then a 15-point quadratic Savitzky-Golay first derivati
 30 seeds never used here (docs/accuracy.md). Needs the .npz cache that bench_accuracy.py builds.
 
     python bench/library_transforms.py --out bench/out/library_transforms.json
+    # a candidate against the chosen search on 30 + 5 splits never used for choosing
+    python bench/library_transforms.py --first-seed 100 --n-random 30 --n-grouped 5 \
+        --only "15 pts" --out bench/out/library_transforms_heldout.json
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,6 +82,7 @@ TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
         (0.7, sqrt_derivative(x, 15)), (0.3, np.sqrt(pos(x)))
     ),
 }
+CHOSEN = "sqrt + 1st derivative, 15 pts"  # spectra.library.derivative_features
 # name -> largest shift in grid points (~1 cm-1 each), on the chosen derivative features
 SHIFTED = {f"sqrt + 1st derivative, 15 pts, best of shifts up to {k}": k for k in (1, 2, 4)}
 
@@ -92,9 +97,11 @@ def shifted(q: np.ndarray, s: int) -> np.ndarray:
     return out
 
 
-def top1(ds: Dataset, features: np.ndarray, kind: str, seeds: range, max_shift: int = 0) -> float:
-    """Mean top-1 of cosine nearest-neighbour search on `features` over the splits; with
-    `max_shift`, each class scores its best match over query shifts of up to that many points."""
+def top1(
+    ds: Dataset, features: np.ndarray, kind: str, seeds: range, max_shift: int = 0
+) -> list[float]:
+    """Top-1 of cosine nearest-neighbour search on `features` on each split; with `max_shift`,
+    each class scores its best match over query shifts of up to that many points."""
     accs = []
     n = len(ds.classes)
     for seed in seeds:
@@ -105,7 +112,7 @@ def top1(ds: Dataset, features: np.ndarray, kind: str, seeds: range, max_shift: 
         scores = np.max([lib.class_scores(shifted(queries, s), n) for s in shifts], axis=0)
         pred = scores.argmax(1)
         accs.append(float((pred == ds.y[split.test]).mean()))
-    return float(np.mean(accs))
+    return accs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,25 +120,45 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--cache", type=Path, default=CACHE)
     p.add_argument("--out", type=Path, default=Path("bench/out/library_transforms.json"))
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--n-random", type=int, default=10, help="random splits")
+    p.add_argument("--n-grouped", type=int, default=3, help="splits grouped by sample")
+    p.add_argument("--only", default="", help="candidates whose name contains this")
     a = p.parse_args(argv)
     ds = Dataset.load(a.cache)
-    rows = []
-    chosen = TRANSFORMS["sqrt + 1st derivative, 15 pts"]
-    candidates = [(n, t, 0) for n, t in TRANSFORMS.items()]
+    seeds = {
+        "random": range(a.first_seed, a.first_seed + a.n_random),
+        "grouped": range(a.first_seed, a.first_seed + a.n_grouped),
+    }
+    chosen = TRANSFORMS[CHOSEN]
+    # the chosen search first: every other row is compared with it split by split
+    candidates = [(CHOSEN, chosen, 0)] + [(n, t, 0) for n, t in TRANSFORMS.items() if n != CHOSEN]
     candidates += [(n, chosen, k) for n, k in SHIFTED.items()]
+    rows = []
     for name, transform, k in candidates:
+        if a.only not in name and name != CHOSEN:
+            continue
         features = transform(ds.x.astype(np.float64)).astype(np.float32)
         row = {
             "transform": name,
-            "random_seeds_0_9": top1(ds, features, "random", range(10), k),
-            "grouped_seeds_0_2": top1(ds, features, "grouped", range(3), k),
+            **{kind: top1(ds, features, kind, s, k) for kind, s in seeds.items()},
         }
         rows.append(row)
-        scores = f"{row['random_seeds_0_9']:.4f} {row['grouped_seeds_0_2']:.4f}"
-        print(f"{name:40s} {scores}", flush=True)
+        print(f"{name:55s} {_summary(row, rows[0])}", flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"cache": str(a.cache), "rows": rows}, indent=1) + "\n")
+    header = {"cache": str(a.cache), "seeds": {k: [s.start, s.stop - 1] for k, s in seeds.items()}}
+    a.out.write_text(json.dumps({**header, "rows": rows}, indent=1) + "\n")
     return 0
+
+
+def _summary(row: dict[str, Any], base: dict[str, Any]) -> str:
+    """Mean top-1 per split kind, and wins / ties / losses against `base` split by split."""
+    parts = []
+    for kind in ("random", "grouped"):
+        a, b = np.asarray(row[kind]), np.asarray(base[kind])
+        wtl = f"{(a > b).sum()}/{(a == b).sum()}/{(a < b).sum()}"
+        parts.append(f"{kind} {a.mean():.4f} ({wtl})" if len(a) else f"{kind} -")
+    return "  ".join(parts)
 
 
 if __name__ == "__main__":
