@@ -16,7 +16,13 @@ import numpy as np
 
 from spectra.scoring import softmax
 from training.calibration import accuracy_coverage
-from training.metrics import aggregate, confused_pairs, confusion_matrix, markdown_table
+from training.metrics import (
+    SUPPORT_BINS,
+    aggregate,
+    confused_pairs,
+    confusion_matrix,
+    markdown_table,
+)
 from training.plots import plot_accuracy_coverage, plot_confusion, plot_pair, plot_reliability
 
 # The paper's Table 2 (Zhou et al. 2022), RRUFF subsets; N = 30 random splits.
@@ -106,6 +112,7 @@ def write_markdown(results: dict[str, Any]) -> str:
     # against the library search, and each network variant against the paper's DRCNN (the
     # "one change at a time" comparisons of docs/accuracy.md)
     parts += [_paired_md(results, "cosine"), _paired_md(results, "drcnn")]
+    parts.append(_support_md(results))
     parts += [_calibration_md(results), _training_md(results), _openset_md(results)]
     parts.append(_timing_md(results.get("full_size_epoch", {})))
     return "\n".join(p for p in parts if p) + "\n"
@@ -175,6 +182,38 @@ def _paired_md(results: dict[str, Any], baseline: str) -> str:
             f"{r['diff_mean']:+.4f} ± {r['diff_std']:.4f} | "
             f"{r['wins']} / {r['ties']} / {r['losses']} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def pooled_by_support(results: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, list[int]]]:
+    """(subset, split kind, method) -> bin -> [right, total] over all its runs (runs written
+    before the breakdown existed are skipped)."""
+    pooled: dict[tuple[str, str, str], dict[str, list[int]]] = {}
+    for r in results["runs"]:
+        bins = pooled.setdefault((r["subset"], r["split"], r["method"]), {})
+        for label, (right, total) in r.get("top1_by_support", {}).items():
+            acc = bins.setdefault(label, [0, 0])
+            acc[0], acc[1] = acc[0] + right, acc[1] + total
+    return {k: v for k, v in pooled.items() if v}
+
+
+def _support_md(results: dict[str, Any]) -> str:
+    """Top-1 by how many training spectra the test spectrum's class had, pooled over splits."""
+    pooled = pooled_by_support(results)
+    if not pooled:
+        return ""
+    labels = [label for label, _, _ in SUPPORT_BINS]
+    lines = [
+        "## Top-1 by training spectra of the true class\n",
+        "Pooled over splits: top-1 (test spectra).\n",
+        "| subset | split | method | " + " | ".join(labels) + " |",
+        "|---|---|---|" + "---|" * len(labels),
+    ]
+    for (subset, kind, method), bins in pooled.items():
+        cells = [
+            f"{bins[b][0] / bins[b][1]:.3f} ({bins[b][1]})" if b in bins else "—" for b in labels
+        ]
+        lines.append(f"| {subset} | {kind} | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

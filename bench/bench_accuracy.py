@@ -63,7 +63,12 @@ from training.calibration import (
     reliability_bins,
 )
 from training.datasets import PRESETS, Dataset, SubsetRule, build_dataset
-from training.metrics import aggregate, classification_report, confusion_matrix
+from training.metrics import (
+    aggregate,
+    classification_report,
+    confusion_matrix,
+    top1_by_support,
+)
 from training.model import (
     DRCNN,
     DRCNNConfig,
@@ -690,6 +695,9 @@ class Bench:
                 "method": method + self.opts.tag,
                 "split_sizes": split.sizes(),
                 "metrics": classification_report(scores, y_te, len(ds.classes)),
+                "top1_by_support": top1_by_support(
+                    scores, y_te, np.bincount(ds.y[split.train], minlength=len(ds.classes))
+                ),
                 "seconds": round(time.time() - t0, 1),
                 **extra,
             }

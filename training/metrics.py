@@ -118,6 +118,31 @@ def classification_report(
     return report
 
 
+# bins of "training spectra of the test spectrum's class": (label, lowest count, highest count)
+SUPPORT_BINS = (("1", 1, 1), ("2", 2, 2), ("3-4", 3, 4), ("5-9", 5, 9), ("10+", 10, None))
+
+
+def top1_by_support(
+    scores: np.ndarray, y_true: np.ndarray, train_counts: np.ndarray
+) -> dict[str, list[int]]:
+    """[right, total] top-1 answers per SUPPORT_BINS bin of how many training (library) spectra
+    the test spectrum's class had; empty bins are left out. Counts rather than ratios, so that
+    runs can be pooled exactly.
+
+    This is what separates a copy of RRUFF with few spectra per mineral from one with many: a
+    class seen once in training is a different task from one seen ten times.
+    """
+    y = np.asarray(y_true, dtype=np.int64)
+    right = np.asarray(scores).reshape(len(y), -1).argmax(axis=1) == y
+    support = np.asarray(train_counts)[y]
+    out: dict[str, list[int]] = {}
+    for label, low, high in SUPPORT_BINS:
+        inside = (support >= low) & (support <= (high if high is not None else support.max()))
+        if inside.any():
+            out[label] = [int(right[inside].sum()), int(inside.sum())]
+    return out
+
+
 def aggregate(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     """Mean, sample standard deviation (ddof=1; 0 for a single run) and count per metric over
     independent runs (the paper averages 30). Non-numeric values are skipped."""

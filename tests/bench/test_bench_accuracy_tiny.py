@@ -57,6 +57,11 @@ def test_tiny_benchmark_writes_every_method_and_metric(
             missing = [m for m in METRICS if m not in run["metrics"]]
             assert not missing, f"{kind}/{method} lacks {missing}"
             assert all(0.0 <= run["metrics"][m] <= 1.0 for m in METRICS)
+            # the breakdown by the true class's training spectra covers every test spectrum
+            by_support = run["top1_by_support"].values()
+            assert sum(total for _, total in by_support) == run["metrics"]["n"]
+            right = sum(r for r, _ in by_support)
+            assert right == round(run["metrics"]["top1"] * run["metrics"]["n"])
     cal = next(r["calibration"] for r in results["runs"] if r["method"] == "drcnn")
     assert {"temperature", "ece_before", "ece_after"} <= set(cal)
     entry = results["openset"]["dataset_1"]
@@ -64,6 +69,7 @@ def test_tiny_benchmark_writes_every_method_and_metric(
     assert entry["summary"]["auroc_combined"]["n"] == 2
     report = (out / "results.md").read_text()
     assert "dataset_1, mean of 2" in report
+    assert "## Top-1 by training spectra of the true class" in report
     assert "## Against the paper's DRCNN on the same splits" in report  # variants vs drcnn
     openset = entry["holdouts"][0]
     assert set(openset["impostor_rules"]) == {"0.05", "0.1", "0.2"}

@@ -23,7 +23,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
-from accuracy_report import paired, write_markdown  # noqa: E402
+from accuracy_report import paired, pooled_by_support, write_markdown  # noqa: E402
 from bench_accuracy import (  # noqa: E402
     LIBRARY_METHODS,
     NETWORKS,
@@ -40,6 +40,17 @@ from training.datasets import Dataset  # noqa: E402
 
 def _run(seed: int, method: str, top1: float, kind: str = "random") -> dict[str, object]:
     return {"subset": "d", "split": kind, "seed": seed, "method": method, "metrics": {"top1": top1}}
+
+
+def test_support_breakdown_pools_counts_over_splits_and_skips_older_runs() -> None:
+    runs = [
+        {**_run(0, "cosine", 0.5), "top1_by_support": {"1": [1, 4], "2": [3, 3]}},
+        {**_run(1, "cosine", 0.5), "top1_by_support": {"1": [2, 4]}},
+        _run(2, "cosine", 0.5),  # written before the breakdown existed
+        _run(0, "drcnn", 0.9),
+    ]
+    pooled = pooled_by_support({"runs": runs})
+    assert pooled == {("d", "random", "cosine"): {"1": [3, 8], "2": [3, 3]}}
 
 
 def test_paired_uses_only_the_splits_both_methods_ran_on() -> None:

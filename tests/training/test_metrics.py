@@ -15,6 +15,7 @@ from training.metrics import (
     confused_pairs,
     confusion_matrix,
     markdown_table,
+    top1_by_support,
     topk_accuracy,
     weighted_prf,
 )
@@ -131,3 +132,17 @@ def test_confused_pairs_most_frequent_first() -> None:
     assert pairs == [("b", "c", 7), ("a", "b", 3), ("c", "a", 3)]
     assert len(confused_pairs(cm, ["a", "b", "c"], top=10)) == 4  # zero cells never listed
     assert confused_pairs(np.diag([5, 5]), ["a", "b"]) == []
+
+
+def test_top1_by_support_counts_right_answers_per_training_count_bin() -> None:
+    # classes 0..3 had 1, 2, 12 and 4 training spectra; class 4 none (not in the test set)
+    train_counts = np.array([1, 2, 12, 4, 0])
+    y = np.array([0, 0, 1, 2, 2, 2, 3])
+    pred = np.array([0, 1, 1, 2, 0, 2, 3])
+    scores = np.eye(5)[pred]
+    assert top1_by_support(scores, y, train_counts) == {
+        "1": [1, 2],
+        "2": [1, 1],
+        "3-4": [1, 1],
+        "10+": [2, 3],
+    }  # no "5-9": no test spectrum's class had 5-9 training spectra
