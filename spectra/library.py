@@ -95,8 +95,10 @@ class LibrarySearch:
         self._classes, self._starts = np.unique(self.labels[self._order], return_index=True)
 
     def similarity(self, queries: np.ndarray) -> np.ndarray:
-        """[n_queries, n_library] similarity matrix."""
-        return similarity_features(queries, self.metric) @ self._unit.T
+        """[n_queries, n_library] similarity matrix, within [-1, 1] (float32 rounding of unit
+        rows can put an identical spectrum's dot product a hair above 1; answers show it)."""
+        sim = similarity_features(queries, self.metric) @ self._unit.T
+        return np.clip(sim, -1.0, 1.0, out=sim)
 
     def class_scores(self, queries: np.ndarray, n_classes: int) -> np.ndarray:
         """Best similarity per class ([n_queries, n_classes]); -inf where a class has no entry."""

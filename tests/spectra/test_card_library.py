@@ -270,3 +270,12 @@ def test_derivative_search_lets_a_weak_band_decide() -> None:
         margins[metric] = scores[0] - scores[1]
     assert margins["cosine"] > 0
     assert margins["derivative"] > 5 * margins["cosine"]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "correlation", "derivative"])
+def test_a_spectrum_matches_itself_with_similarity_exactly_one_at_most(metric: str) -> None:
+    rng = np.random.default_rng(3)
+    library = rng.random((20, 1024)).astype(np.float32) ** 4  # peaky rows, as min-max spectra
+    sim = LibrarySearch(library, np.arange(20), metric).similarity(library)
+    assert sim.max() <= 1.0 and sim.min() >= -1.0
+    np.testing.assert_allclose(np.diag(sim), 1.0, atol=1e-5)
