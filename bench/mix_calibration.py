@@ -75,15 +75,19 @@ def support_mix(
     return p / p.sum(axis=1, keepdims=True)
 
 
+def support_weights(a: float, b: float, counts: np.ndarray) -> np.ndarray:
+    """Library weight of each class, sigmoid(a - b log n_c), for its n_c references."""
+    return 1 / (1 + np.exp(-(a - b * np.log(np.maximum(counts, 1)))))
+
+
 def fit_support_weights(
     logits: np.ndarray, sims: np.ndarray, y: np.ndarray, calib: Calibration, counts: np.ndarray
 ) -> tuple[float, float]:
     """(a, b) of w_c = sigmoid(a - b log n_c) with the least validation NLL."""
-    log_n = np.log(np.maximum(counts, 1))
     best = (np.inf, 0.0, 0.0)
     for a in SUPPORT_A:
         for b in SUPPORT_B:
-            w = 1 / (1 + np.exp(-(a - b * log_n)))
+            w = support_weights(float(a), b, counts)
             nll = scores(support_mix(logits, sims, calib, w), y)["nll"]
             best = min(best, (nll, float(a), float(b)))
     return best[1], best[2]
@@ -97,7 +101,7 @@ def support_row(
 ) -> dict[str, Any]:
     """The support-aware variant: fitted on validation, scored on validation and test."""
     a, b = fit_support_weights(*parts["val"], y["val"], calib, counts)
-    w = 1 / (1 + np.exp(-(a - b * np.log(np.maximum(counts, 1)))))
+    w = support_weights(a, b, counts)
     row: dict[str, Any] = {
         "variant": "support-aware",
         "weight": float(np.median(w[counts > 0])),

@@ -135,12 +135,13 @@ def test_confused_pairs_most_frequent_first() -> None:
 
 
 def test_top1_by_support_counts_right_answers_per_training_count_bin() -> None:
-    # classes 0..3 had 1, 2, 12 and 4 training spectra; class 4 none (not in the test set)
+    # classes 0..3 had 1, 2, 12 and 4 training spectra; class 4 none
     train_counts = np.array([1, 2, 12, 4, 0])
-    y = np.array([0, 0, 1, 2, 2, 2, 3])
-    pred = np.array([0, 1, 1, 2, 0, 2, 3])
+    y = np.array([0, 0, 1, 2, 2, 2, 3, 4])
+    pred = np.array([0, 1, 1, 2, 0, 2, 3, 0])
     scores = np.eye(5)[pred]
     assert top1_by_support(scores, y, train_counts) == {
+        "0": [0, 1],
         "1": [1, 2],
         "2": [1, 1],
         "3-4": [1, 1],
