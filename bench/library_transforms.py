@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench_accuracy import shift_points
+
 from spectra.library import LibrarySearch, savgol_filter, unit_rows
 from training.datasets import Dataset
 from training.splits import make_split
@@ -87,16 +89,6 @@ CHOSEN = "sqrt + 1st derivative, 15 pts"  # spectra.library.derivative_features
 SHIFTED = {f"sqrt + 1st derivative, 15 pts, best of shifts up to {k}": k for k in (1, 2, 4)}
 
 
-def shifted(q: np.ndarray, s: int) -> np.ndarray:
-    """Rows moved by s points (right when positive), the vacated end set to 0."""
-    out = np.zeros_like(q)
-    if s >= 0:
-        out[:, s:] = q[:, : q.shape[1] - s]
-    else:
-        out[:, :s] = q[:, -s:]
-    return out
-
-
 def top1(
     ds: Dataset, features: np.ndarray, kind: str, seeds: range, max_shift: int = 0
 ) -> list[float]:
@@ -109,7 +101,7 @@ def top1(
         lib = LibrarySearch(features[split.train], ds.y[split.train])
         queries = features[split.test]
         shifts = range(-max_shift, max_shift + 1)
-        scores = np.max([lib.class_scores(shifted(queries, s), n) for s in shifts], axis=0)
+        scores = np.max([lib.class_scores(shift_points(queries, s), n) for s in shifts], axis=0)
         pred = scores.argmax(1)
         accs.append(float((pred == ds.y[split.test]).mean()))
     return accs
