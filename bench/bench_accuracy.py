@@ -131,6 +131,15 @@ DEFAULT_METHODS = ",".join(
     )
 )
 TTA_SHIFTS = (-2, -1, 0, 1, 2)
+HISTORY_KEYS = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "grad_norm_mean",
+    "grad_norm_max",
+    "val_loss",
+    "val_acc",
+)
 IMPOSTOR_SHARES = (0.05, 0.1, 0.2)  # false-accept targets of the stricter open-set rules
 OPENSET_LIBRARY_SEEDS = 5  # class hold-outs of the library-only open-set experiment
 MIN_UNIT_SECONDS = 10.0  # with less time before --deadline no (split, method) unit starts
@@ -169,6 +178,7 @@ class Options:
     # min_train seconds left: a network cut off after a few epochs says nothing about the method.
     train_reserve: float = 45.0
     min_train: float = 120.0
+    grad_clip: float = 0.0  # TrainConfig.grad_clip (0 = off, the paper)
     seed: int = 0
     tag: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -283,6 +293,7 @@ def train_config(method: str, opts: Options, seed: int) -> TrainConfig:
         device=opts.device,
         progress=False,
         label_smoothing=float(spec.get("label_smoothing", 0.0)),
+        grad_clip=opts.grad_clip,
         aux_weight=opts.aux_weight if spec.get("recursive_supervision") else 0.0,
         augment=spec.get("augment", AugmentConfig()),
         checkpoint_every_epoch=False,
@@ -317,6 +328,10 @@ def train_network(
         "best_val_acc": result.best_val_acc,
         "stopped": result.stopped,
         "train_seconds": round(result.seconds, 1),
+        # per-epoch curve, so that a run that went wrong can be read afterwards
+        "history": [
+            {k: round(v, 4) for k, v in h.items() if k in HISTORY_KEYS} for h in result.history
+        ],
     }
     for p in run_dir.glob("*.pt"):  # checkpoints of a benchmark are not kept
         p.unlink()
@@ -806,6 +821,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--patience", type=int, default=30)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--aux-weight", type=float, default=0.5, help="recursive supervision weight")
+    p.add_argument("--grad-clip", type=float, default=0.0, help="gradient norm clip (0 = off)")
     p.add_argument("--methods", default=DEFAULT_METHODS)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -882,6 +898,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         deadline_at=None if a.deadline is None else time.time() + a.deadline,
         train_reserve=a.train_reserve,
         min_train=a.min_train,
+        grad_clip=a.grad_clip,
         extra={"merge": [str(m) for m in a.merge or []]},
     )
     if a.tiny:

@@ -96,6 +96,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--label-smoothing", type=float, default=0.0)
     g.add_argument(
+        "--grad-clip",
+        type=float,
+        default=0.0,
+        help="clip the gradient's L2 norm to this before each step (0 = off, the paper)",
+    )
+    g.add_argument(
         "--aux-weight",
         type=float,
         default=0.5,
@@ -227,6 +233,7 @@ def _spec(args: argparse.Namespace, data: Path):
         "device": args.device,
         "progress": not args.no_progress,
         "label_smoothing": args.label_smoothing,
+        "grad_clip": args.grad_clip,
         "aux_weight": args.aux_weight if args.recursive_supervision else 0.0,
         "augment": {
             "shift": args.augment_shift,
@@ -307,6 +314,7 @@ def reproduce_command(
             else []
         ),
         *([f"--label-smoothing {ls:g}"] if (ls := train.get("label_smoothing")) else []),
+        *([f"--grad-clip {gc:g}"] if (gc := train.get("grad_clip")) else []),
         *[f"--augment-{k} {v}" for k, v in aug.items() if k != "p" and v],
         *([f"--top-up {spec.top_up_to}"] if spec.top_up_to else []),
         f"--out {run} --store {store} --name {name} --version {version}",

@@ -43,6 +43,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
     aux_weight: float = 0.0  # recursive supervision: (1-a)*final + a*mean(per-recursion losses)
+    grad_clip: float = 0.0  # > 0: clip the gradient's global L2 norm to this before each step
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
@@ -159,13 +160,17 @@ def fit(
         lr = lr_at(cfg, epoch)
         for group in opt.param_groups:
             group["lr"] = lr
-        train_loss, train_acc = _train_epoch(net, model, opt, xt, yt, cfg, device, gen, epoch)
+        train_loss, train_acc, grad_mean, grad_max = _train_epoch(
+            net, model, opt, xt, yt, cfg, device, gen, epoch
+        )
         recalibrate_batchnorm(model, data.x_train, cfg.eval_batch_size, device)
         val_loss, val_acc = _validate(model, data, cfg, device)
         record = {
             "epoch": epoch,
             "train_loss": train_loss,
             "train_acc": train_acc,
+            "grad_norm_mean": grad_mean,
+            "grad_norm_max": grad_max,
             "val_loss": val_loss,
             "val_acc": val_acc,
             "lr": lr,
@@ -295,10 +300,13 @@ def _train_epoch(
     device: torch.device,
     gen: torch.Generator,
     epoch: int,
-) -> tuple[float, float]:
+) -> tuple[float, float, float, float]:
+    """One pass over the shuffled training spectra: mean loss, accuracy, and the mean and largest
+    gradient norm before clipping (what a diverging run shows first)."""
     net.train()
     order = _shard(torch.randperm(len(yt), generator=gen))
-    total, correct, seen = 0.0, 0, 0
+    total, correct, seen, norms = 0.0, 0, 0, []
+    params = [p for p in model.parameters() if p.requires_grad]
     batches = range(0, len(order), cfg.batch_size)
     bar = _progress(batches, cfg, epoch)
     for i in bar:
@@ -313,13 +321,16 @@ def _train_epoch(
             loss, logits = _loss(net, model, x, y, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        norms.append(float(norm))
         opt.step()
         total += float(loss.detach()) * len(idx)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(idx)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{total / seen:.3f}", acc=f"{correct / seen:.3f}")
-    return total / max(seen, 1), correct / max(seen, 1)
+    mean, top = (float(np.mean(norms)), max(norms)) if norms else (0.0, 0.0)
+    return total / max(seen, 1), correct / max(seen, 1), mean, top
 
 
 def _progress(batches: range, cfg: TrainConfig, epoch: int) -> Any:

@@ -62,7 +62,11 @@ def test_tiny_benchmark_writes_every_method_and_metric(
             assert sum(total for _, total in by_support) == run["metrics"]["n"]
             right = sum(r for r, _ in by_support)
             assert right == round(run["metrics"]["top1"] * run["metrics"]["n"])
-    cal = next(r["calibration"] for r in results["runs"] if r["method"] == "drcnn")
+    drcnn = next(r for r in results["runs"] if r["method"] == "drcnn")
+    history = drcnn["train"]["history"]  # one record per epoch, to read a failed run afterwards
+    assert [h["epoch"] for h in history] == list(range(1, drcnn["train"]["epochs_run"] + 1))
+    assert all(h["grad_norm_max"] > 0 and 0 <= h["val_acc"] <= 1 for h in history)
+    cal = drcnn["calibration"]
     assert {"temperature", "ece_before", "ece_after"} <= set(cal)
     entry = results["openset"]["dataset_1"]
     assert [h["seed"] for h in entry["holdouts"]] == [0, 1]

@@ -184,7 +184,8 @@ def test_callback_returning_false_stops(arrays: Arrays, tmp_path: Path) -> None:
     result = fit(tiny_model(), arrays, train_config(), tmp_path, on_epoch=on_epoch)
     assert result.stopped == "callback" and result.epochs_run == 2
     assert [r["epoch"] for r in seen] == [1, 2]
-    assert set(seen[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"}
+    train = {"train_loss", "train_acc", "grad_norm_mean", "grad_norm_max"}
+    assert set(seen[0]) == {"epoch", "lr", "val_loss", "val_acc"} | train
     assert (tmp_path / "last.pt").exists()
 
 
@@ -254,6 +255,34 @@ def test_a_cosine_run_stopped_and_resumed_trains_each_epoch_at_the_schedules_rat
     assert [h["lr"] for h in result.history] == [lr_at(cfg, e) for e in range(1, 5)]
     saved = torch.load(tmp_path / "last.pt", weights_only=False)["optimizer"]["param_groups"]
     assert saved[0]["lr"] == pytest.approx(COSINE_FLOOR * cfg.lr)
+
+
+def _step_grad_norms(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the global gradient norm the optimizer sees at every step."""
+    norms: list[float] = []
+    step = torch.optim.Adam.step
+
+    def spy(self: torch.optim.Adam, *a: Any, **k: Any) -> Any:
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    return norms
+
+
+def test_gradient_clipping_bounds_every_step_and_history_keeps_the_raw_norm(
+    arrays: Arrays, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    norms = _step_grad_norms(monkeypatch)
+    free = fit(tiny_model(), arrays, train_config(epochs=1), tmp_path / "free")
+    raw = max(norms)
+    assert free.history[0]["grad_norm_max"] == pytest.approx(raw, rel=1e-4)
+    clip = raw / 4  # below the largest raw norm, so some steps must be clipped
+    norms.clear()
+    clipped = fit(tiny_model(), arrays, train_config(epochs=1, grad_clip=clip), tmp_path / "c")
+    assert max(norms) <= clip * (1 + 1e-4)
+    assert clipped.history[0]["grad_norm_max"] > clip  # the norm before clipping
 
 
 # --- export ---------------------------------------------------------------------------------------
