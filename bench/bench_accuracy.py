@@ -18,7 +18,10 @@ splits (the paper's protocol) and M splits grouped by RRUFF sample. Methods:
 - ``<net>+<library method>``: a trained network's calibrated softmax averaged with a softmax over
   that library search's similarities (temperatures fitted on validation; ``<net>+lib`` =
   ``<net>+cosine``); ``<net>+tta``: test-time augmentation
-  (softmax averaged over shifts of -2..2 grid points).
+  (softmax averaged over shifts of -2..2 grid points); ``<net>+embed``: a library search in the
+  network's last hidden layer (best cosine match per class among the training spectra);
+  ``<net>+embed_derivative``: the same with each reference's similarity averaged with its
+  derivative HQI.
 
 Besides Table 2 metrics it measures calibration (ECE before/after temperature scaling), an
 open-set rejection experiment (20 % of the classes never seen in training), and optionally the
@@ -50,7 +53,7 @@ from accuracy_report import OPENSET_SCORES, write_markdown
 
 from spectra.card import Calibration
 from spectra.grid import Grid
-from spectra.library import LibrarySearch
+from spectra.library import LibrarySearch, unit_rows
 from spectra.references import References
 from spectra.scoring import combined_probabilities, match_margin, softmax
 from training.augment import AugmentConfig
@@ -89,6 +92,7 @@ from training.train import (
     TrainConfig,
     fit,
     load_checkpoint,
+    predict_embeddings,
     predict_logits,
     resolve_device,
 )
@@ -131,6 +135,8 @@ DEFAULT_METHODS = ",".join(
     )
 )
 TTA_SHIFTS = (-2, -1, 0, 1, 2)
+# library searches in a trained network's feature space ("<net>+embed", see embedding_scores)
+EMBED_METHODS = ("embed", "embed_derivative")
 HISTORY_KEYS = (
     "epoch",
     "train_loss",
@@ -383,6 +389,22 @@ def ensemble_logits(trained: Trained, ds: Dataset, split: Split, metric: str) ->
         library_temperature=fit_temperature(lib_val, y_val, bounds=LIB_T_BOUNDS),
     )
     return np.log(combined_probabilities(trained.test_logits, lib_test, calib) + 1e-12)
+
+
+def embedding_scores(
+    model: nn.Module, ds: Dataset, split: Split, rows: np.ndarray, metric: str
+) -> np.ndarray:
+    """A library search in the network's learned feature space: each class scored by the
+    query's best cosine match, in the last hidden layer, among the training part's spectra.
+    With metric "embed_derivative" each reference's similarity is the mean of that cosine and
+    the derivative HQI (no weight fitted): two views of the same reference must agree."""
+    sim = unit_rows(predict_embeddings(model, ds.x[rows]))
+    sim = sim @ unit_rows(predict_embeddings(model, ds.x[split.train])).T
+    lib = LibrarySearch(ds.x[split.train], ds.y[split.train], metric="derivative")
+    if metric == "embed_derivative":
+        sim = 0.5 * (sim + lib.similarity(ds.x[rows]))
+    scores = lib.best_per_class(sim, len(ds.classes))
+    return np.where(np.isfinite(scores), scores, -1.0)
 
 
 def calibration_stats(trained: Trained, y_val: np.ndarray, y_test: np.ndarray) -> dict[str, Any]:
@@ -744,6 +766,8 @@ class Bench:
             return ensemble_logits(tr, ds, split, "cosine" if derived == "lib" else derived), {}
         if derived == "tta":
             return tta_logits(tr.model, ds.x[split.test]), {}
+        if derived in EMBED_METHODS:
+            return embedding_scores(tr.model, ds, split, split.test, derived), {}
         cal = calibration_stats(tr, ds.y[split.val], ds.y[split.test])
         return tr.test_logits, {"train": tr.info, "calibration": cal}
 
@@ -920,10 +944,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
 def _check_methods(methods: list[str]) -> None:
     for m in methods:
         base, _, derived = m.partition("+")
-        suffixes = ("", "lib", "tta", *LIBRARY_METHODS)
+        suffixes = ("", "lib", "tta", *LIBRARY_METHODS, *EMBED_METHODS)
         ok = m in LIBRARY_METHODS or (base in NETWORKS and derived in suffixes)
         if not ok:
             names = [*LIBRARY_METHODS, *NETWORKS, "<net>+<library method>", "<net>+tta"]
+            names += [f"<net>+{e}" for e in EMBED_METHODS]
             raise SystemExit(f"unknown method {m!r}; choose from {', '.join(names)}")
 
 

@@ -102,7 +102,11 @@ class LibrarySearch:
 
     def class_scores(self, queries: np.ndarray, n_classes: int) -> np.ndarray:
         """Best similarity per class ([n_queries, n_classes]); -inf where a class has no entry."""
-        sim = self.similarity(queries)
+        return self.best_per_class(self.similarity(queries), n_classes)
+
+    def best_per_class(self, sim: np.ndarray, n_classes: int) -> np.ndarray:
+        """Reduce a [n_queries, n_library] similarity matrix over this library's entries to
+        each class's best ([n_queries, n_classes]; -inf where a class has no entry)."""
         scores = np.full((sim.shape[0], n_classes), -np.inf, dtype=np.float32)
         if len(self._classes):
             best = np.maximum.reduceat(sim[:, self._order], self._starts, axis=1)

@@ -100,10 +100,17 @@ class DRCNN(nn.Module):
 
     def head(self, z: torch.Tensor) -> torch.Tensor:
         """Reconstruction conv + exportation: Z-shaped features to logits."""
+        return self.out(self._penultimate(z))
+
+    def _penultimate(self, z: torch.Tensor) -> torch.Tensor:
         h = F.max_pool1d(self.rec(z).relu(), 2).flatten(1)  # eq. 17-18
         h = self.drop(self.bn1(self.dense1(h)).relu())  # eq. 20-21
-        h = self.drop(self.bn2(self.dense2(h)).relu())  # eq. 22-23
-        return self.out(h)
+        return self.drop(self.bn2(self.dense2(h)).relu())  # eq. 22-23
+
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's activations (what the output layer classifies) for
+        [batch, 1, L] spectra: a learned feature space to search a library in."""
+        return self._penultimate(self._fused(x))
 
     def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Final logits and, with recursive supervision, per-recursion logits (else [])."""
@@ -122,9 +129,12 @@ class DRCNN(nn.Module):
         `forward_all` pair (going through forward keeps DistributedDataParallel's hooks)."""
         if return_aux:
             return self.forward_all(x)
-        return self.forward_all(x)[0] if self.cfg.recursive_supervision else self._fast(x)
+        return (
+            self.forward_all(x)[0] if self.cfg.recursive_supervision else self.head(self._fused(x))
+        )
 
-    def _fast(self, x: torch.Tensor) -> torch.Tensor:
+    def _fused(self, x: torch.Tensor) -> torch.Tensor:
+        """Eq. 16's weighted sum of the recursions' Z_i, without keeping every Z_i."""
         level = self.embed2(self.embed1(self.front(x)).relu()).relu()
         fused = None
         for i in range(self.cfg.depth):
@@ -132,7 +142,7 @@ class DRCNN(nn.Module):
             part = self.level_weights[i] * self.supervision(level)
             fused = part if fused is None else fused + part
         assert fused is not None
-        return self.head(fused / self.level_weights.sum())
+        return fused / self.level_weights.sum()
 
 
 @dataclass
@@ -179,8 +189,11 @@ class LiuCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for [batch, 1, L] spectra."""
-        h = self.features(x).flatten(1)
-        return self.out(self.drop(torch.tanh(self.dense(h))))
+        return self.out(self.embedding(x))
+
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """The dense layer's activations (what the output layer classifies)."""
+        return self.drop(torch.tanh(self.dense(self.features(x).flatten(1))))
 
 
 class DerivativeFront(nn.Module):

@@ -380,10 +380,29 @@ def predict_logits(
     model: nn.Module, x: np.ndarray, batch_size: int = 256, device: torch.device | None = None
 ) -> np.ndarray:
     """Logits for spectra x [N, L] under eval() and no_grad."""
+    return _batched(model, model, x, batch_size, device)
+
+
+@torch.no_grad()
+def predict_embeddings(
+    model: nn.Module, x: np.ndarray, batch_size: int = 256, device: torch.device | None = None
+) -> np.ndarray:
+    """The network's last hidden layer ([N, units]) for spectra x [N, L] under eval()."""
+    embed: Any = getattr(model, "embedding")  # noqa: B009 - nn.Module's __getattr__ hides it
+    return _batched(model, embed, x, batch_size, device)
+
+
+def _batched(
+    model: nn.Module,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: np.ndarray,
+    batch_size: int,
+    device: torch.device | None,
+) -> np.ndarray:
     device = device or next(model.parameters()).device
     model.eval()
     out = [
-        model(torch.from_numpy(x[i : i + batch_size]).unsqueeze(1).to(device)).float().cpu()
+        fn(torch.from_numpy(x[i : i + batch_size]).unsqueeze(1).to(device)).float().cpu()
         for i in range(0, len(x), batch_size)
     ]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
