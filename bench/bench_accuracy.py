@@ -53,7 +53,7 @@ from accuracy_report import OPENSET_SCORES, write_markdown
 
 from spectra.card import Calibration
 from spectra.grid import Grid
-from spectra.library import LibrarySearch, unit_rows
+from spectra.library import LibrarySearch
 from spectra.references import References
 from spectra.scoring import combined_probabilities, match_margin, softmax
 from training.augment import AugmentConfig
@@ -398,11 +398,13 @@ def embedding_scores(
     query's best cosine match, in the last hidden layer, among the training part's spectra.
     With metric "embed_derivative" each reference's similarity is the mean of that cosine and
     the derivative HQI (no weight fitted): two views of the same reference must agree."""
-    sim = unit_rows(predict_embeddings(model, ds.x[rows]))
-    sim = sim @ unit_rows(predict_embeddings(model, ds.x[split.train])).T
-    lib = LibrarySearch(ds.x[split.train], ds.y[split.train], metric="derivative")
+    y_train = ds.y[split.train]
+    # cosine search over the training part's embeddings: the library search, in feature space
+    lib = LibrarySearch(predict_embeddings(model, ds.x[split.train]), y_train, metric="cosine")
+    sim = lib.similarity(predict_embeddings(model, ds.x[rows]))
     if metric == "embed_derivative":
-        sim = 0.5 * (sim + lib.similarity(ds.x[rows]))
+        deriv = LibrarySearch(ds.x[split.train], y_train, metric="derivative")
+        sim = 0.5 * (sim + deriv.similarity(ds.x[rows]))
     scores = lib.best_per_class(sim, len(ds.classes))
     return np.where(np.isfinite(scores), scores, -1.0)
 
