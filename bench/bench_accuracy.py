@@ -6,6 +6,8 @@ splits (the paper's protocol) and M splits grouped by RRUFF sample. Methods:
 
 - ``cosine``, ``correlation``: nearest-neighbour library search (HQI) against the training part;
   ``derivative``: the same search on first derivatives of the square-root spectra (ours);
+  ``adapted``: the derivative search with a metric fitted to the training part (within-class
+  whitening and a hubness penalty, `spectra.library.AdaptedSearch`; ours);
 - ``drcnn``: DRCNN by the paper's protocol; ``drcnn_rs``: with recursive supervision;
 - ``liu``: Liu et al. 2017's CNN;
 - ``drcnn_aug``: DRCNN trained with augmentation (shift, noise and intensity scale together);
@@ -53,7 +55,7 @@ from accuracy_report import OPENSET_SCORES, write_markdown
 
 from spectra.card import Calibration
 from spectra.grid import Grid
-from spectra.library import LibrarySearch
+from spectra.library import SEARCHES, LibrarySearch, make_search
 from spectra.references import References
 from spectra.scoring import combined_probabilities, match_margin, softmax
 from training.augment import AugmentConfig
@@ -98,7 +100,7 @@ from training.train import (
 )
 
 DEFAULT_RRUFF = Path("/work/shared/data/rruff_excellent_unoriented_2019/excellent_unoriented.zip")
-LIBRARY_METHODS = ("cosine", "correlation", "derivative")
+LIBRARY_METHODS = SEARCHES  # cosine, correlation, derivative, adapted
 AUGMENT = AugmentConfig(shift=2.0, noise=0.005, baseline=0.0, scale=0.1)
 # the augmentation variants, one transform each; scale alone is the identity after the min-max
 # re-normalisation that `augment` ends with, so it only acts together with noise or baseline
@@ -125,6 +127,7 @@ DEFAULT_METHODS = ",".join(
         "cosine",
         "correlation",
         "derivative",
+        "adapted",
         "drcnn",
         "drcnn_rs",
         "liu",
@@ -372,9 +375,9 @@ def shift_points(x: np.ndarray, s: int) -> np.ndarray:
 
 def library_scores(ds: Dataset, split: Split, metric: str, rows: np.ndarray) -> np.ndarray:
     """Best similarity per class of `rows` against the training part (the library)."""
-    lib = LibrarySearch(ds.x[split.train], ds.y[split.train], metric=metric)
+    lib = make_search(ds.x[split.train], ds.y[split.train], metric)
     scores = lib.class_scores(ds.x[rows], len(ds.classes))
-    return np.where(np.isfinite(scores), scores, -1.0)
+    return np.where(np.isfinite(scores), scores, lib.lowest_score)
 
 
 def ensemble_logits(trained: Trained, ds: Dataset, split: Split, metric: str) -> np.ndarray:
@@ -443,7 +446,7 @@ def openset_library(ds: Dataset, opts: Options, seeds: range) -> dict[str, Any]:
         split = stratified_split(kds.y, seed)
         x_unk = ds.x[np.isin(ds.y, unknown)]
         for metric in LIBRARY_METHODS:
-            lib = LibrarySearch(kds.x[split.train], kds.y[split.train], metric=metric)
+            lib = make_search(kds.x[split.train], kds.y[split.train], metric)
             sim_known, sim_unk = lib.similarity(kds.x[split.test]), lib.similarity(x_unk)
             pred = lib.labels[sim_known.argmax(1)]
             per_metric[metric].append(

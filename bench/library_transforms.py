@@ -1,12 +1,15 @@
 """How the derivative library search was chosen: top-1 of nearest-neighbour cosine search after
 each candidate transform of the (min-max) spectra, on dataset_2 random seeds 0-9 and grouped 0-2.
 Later candidates (after the choice): other powers, two windows together, the derivative mixed
-with the square-root spectrum, and shift tolerance (a query's best match over shifts of up to
-k grid points, for wavenumber calibration offsets between instruments).
+with the square-root spectrum, shift tolerance (a query's best match over shifts of up to
+k grid points, for wavenumber calibration offsets between instruments), and a metric fitted to
+the library (`spectra.library.AdaptedSearch`: within-class whitening, a hubness penalty, both).
 
 The winner (square root, then a 15-point quadratic Savitzky-Golay first derivative) became
 `spectra.library.derivative_features`; bench_accuracy.py then measured it on 30 + 5 splits and on
-30 seeds never used here (docs/accuracy.md). Needs the .npz cache that bench_accuracy.py builds.
+30 seeds never used here (docs/accuracy.md). The adapted search's settings were chosen the same
+way (seeds 0-9 / 0-2) and confirmed on seeds 100-129 / 100-104 (`--only adapted`). Needs the
+.npz cache that bench_accuracy.py builds.
 
     python bench/library_transforms.py --out bench/out/library_transforms.json
     # a candidate against the chosen search on 30 + 5 splits never used for choosing
@@ -28,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_accuracy import shift_points
 
-from spectra.library import LibrarySearch, savgol_filter, unit_rows
+from spectra.library import AdaptedSearch, LibrarySearch, savgol_filter, unit_rows
 from training.datasets import Dataset
 from training.splits import make_split
 
@@ -87,18 +90,53 @@ TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 CHOSEN = "sqrt + 1st derivative, 15 pts"  # spectra.library.derivative_features
 # name -> largest shift in grid points (~1 cm-1 each), on the chosen derivative features
 SHIFTED = {f"sqrt + 1st derivative, 15 pts, best of shifts up to {k}": k for k in (1, 2, 4)}
+# name -> AdaptedSearch settings on the chosen derivative features (shrinkage inf: no whitening)
+_NO_HUB = {"hub_weight": 0.0}
+ADAPTED: dict[str, dict[str, Any]] = {
+    **{
+        f"adapted: whitened, shrinkage {s:g}": {"shrinkage": s, **_NO_HUB} for s in (3, 10, 30, 100)
+    },
+    **{
+        f"adapted: hub penalty {a:g} over {k} neighbours": {
+            "shrinkage": float("inf"),
+            "hub_weight": a,
+            "hub_neighbours": k,
+        }
+        for k in (20, 50)
+        for a in (0.15, 0.25, 0.35)
+    },
+    **{
+        f"adapted: whitened 30, hub penalty {a:g} over {k} neighbours": {
+            "shrinkage": 30.0,
+            "hub_weight": a,
+            "hub_neighbours": k,
+        }
+        for k in (20, 50)
+        for a in (0.15, 0.25, 0.35)
+    },
+}
 
 
 def top1(
-    ds: Dataset, features: np.ndarray, kind: str, seeds: range, max_shift: int = 0
+    ds: Dataset,
+    features: np.ndarray,
+    kind: str,
+    seeds: range,
+    max_shift: int = 0,
+    adapt: dict[str, Any] | None = None,
 ) -> list[float]:
     """Top-1 of cosine nearest-neighbour search on `features` on each split; with `max_shift`,
-    each class scores its best match over query shifts of up to that many points."""
+    each class scores its best match over query shifts of up to that many points; with `adapt`,
+    the search is an AdaptedSearch with those settings, fitted to each split's library."""
     accs = []
     n = len(ds.classes)
     for seed in seeds:
         split = make_split(kind, ds.y, ds.groups, seed)
-        lib = LibrarySearch(features[split.train], ds.y[split.train])
+        lib = (
+            LibrarySearch(features[split.train], ds.y[split.train])
+            if adapt is None
+            else AdaptedSearch(features[split.train], ds.y[split.train], "cosine", **adapt)
+        )
         queries = features[split.test]
         shifts = range(-max_shift, max_shift + 1)
         scores = np.max([lib.class_scores(shift_points(queries, s), n) for s in shifts], axis=0)
@@ -124,16 +162,19 @@ def main(argv: list[str] | None = None) -> int:
     }
     chosen = TRANSFORMS[CHOSEN]
     # the chosen search first: every other row is compared with it split by split
-    candidates = [(CHOSEN, chosen, 0)] + [(n, t, 0) for n, t in TRANSFORMS.items() if n != CHOSEN]
-    candidates += [(n, chosen, k) for n, k in SHIFTED.items()]
+    candidates: list[tuple[str, Callable[[np.ndarray], np.ndarray], int, dict | None]]
+    candidates = [(CHOSEN, chosen, 0, None)]
+    candidates += [(n, t, 0, None) for n, t in TRANSFORMS.items() if n != CHOSEN]
+    candidates += [(n, chosen, k, None) for n, k in SHIFTED.items()]
+    candidates += [(n, chosen, 0, adapt) for n, adapt in ADAPTED.items()]
     rows = []
-    for name, transform, k in candidates:
+    for name, transform, k, adapt in candidates:
         if a.only not in name and name != CHOSEN:
             continue
         features = transform(ds.x.astype(np.float64)).astype(np.float32)
         row = {
             "transform": name,
-            **{kind: top1(ds, features, kind, s, k) for kind, s in seeds.items()},
+            **{kind: top1(ds, features, kind, s, k, adapt) for kind, s in seeds.items()},
         }
         rows.append(row)
         print(f"{name:55s} {_summary(row, rows[0])}", flush=True)
