@@ -124,18 +124,22 @@ def top1(
     seeds: range,
     max_shift: int = 0,
     adapt: dict[str, Any] | None = None,
+    with_validation: bool = False,
 ) -> list[float]:
     """Top-1 of cosine nearest-neighbour search on `features` on each split; with `max_shift`,
     each class scores its best match over query shifts of up to that many points; with `adapt`,
-    the search is an AdaptedSearch with those settings, fitted to each split's library."""
+    the search is an AdaptedSearch with those settings, fitted to each split's library; with
+    `with_validation` the library is the training and validation parts (as a served version's
+    references), else the training part."""
     accs = []
     n = len(ds.classes)
     for seed in seeds:
         split = make_split(kind, ds.y, ds.groups, seed)
+        refs = np.concatenate([split.train, split.val]) if with_validation else split.train
         lib = (
-            LibrarySearch(features[split.train], ds.y[split.train])
+            LibrarySearch(features[refs], ds.y[refs])
             if adapt is None
-            else AdaptedSearch(features[split.train], ds.y[split.train], "cosine", **adapt)
+            else AdaptedSearch(features[refs], ds.y[refs], "cosine", **adapt)
         )
         queries = features[split.test]
         shifts = range(-max_shift, max_shift + 1)
@@ -154,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-random", type=int, default=10, help="random splits")
     p.add_argument("--n-grouped", type=int, default=3, help="splits grouped by sample")
     p.add_argument("--only", default="", help="candidates whose name contains this")
+    p.add_argument(
+        "--with-validation",
+        action="store_true",
+        help="library = training + validation parts (a served version's references)",
+    )
     a = p.parse_args(argv)
     ds = Dataset.load(a.cache)
     seeds = {
@@ -174,12 +183,19 @@ def main(argv: list[str] | None = None) -> int:
         features = transform(ds.x.astype(np.float64)).astype(np.float32)
         row = {
             "transform": name,
-            **{kind: top1(ds, features, kind, s, k, adapt) for kind, s in seeds.items()},
+            **{
+                kind: top1(ds, features, kind, s, k, adapt, a.with_validation)
+                for kind, s in seeds.items()
+            },
         }
         rows.append(row)
         print(f"{name:55s} {_summary(row, rows[0])}", flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    header = {"cache": str(a.cache), "seeds": {k: [s.start, s.stop - 1] for k, s in seeds.items()}}
+    header = {
+        "cache": str(a.cache),
+        "seeds": {k: [s.start, s.stop - 1] for k, s in seeds.items()},
+        "library": "train+val" if a.with_validation else "train",
+    }
     a.out.write_text(json.dumps({**header, "rows": rows}, indent=1) + "\n")
     return 0
 
