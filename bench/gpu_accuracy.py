@@ -40,11 +40,24 @@ D1, D2 = "dataset_1", "dataset_2"
 def job(
     subset: str, methods: str, random: int = 0, grouped: int = 0, openset: str = ""
 ) -> list[str]:
-    """bench_accuracy.py arguments: `random` + `grouped` splits of `subset` with `methods`, and
-    the open-set experiment with network `openset` (none when empty)."""
+    """bench_accuracy.py arguments: `random` + `grouped` splits of `subset` with `methods` (and
+    the adapted search beside the derivative one, see `with_adapted`), and the open-set
+    experiment with network `openset` (none when empty)."""
     args = ["--subsets", subset, "--n-splits", str(random), "--n-grouped", str(grouped)]
     args += ["--openset-method", openset] if openset else ["--no-openset"]
-    return [*args, "--methods", methods]
+    return [*args, "--methods", with_adapted(methods)]
+
+
+def with_adapted(methods: str) -> str:
+    """`methods` with `adapted` after `derivative` and `<net>+adapted` after `<net>+derivative`:
+    on a lease the library searches cost seconds beside a network's training, so every job that
+    measures the derivative search measures the adapted one too."""
+    out = []
+    for m in methods.split(","):
+        out.append(m)
+        if m == "derivative" or m.endswith("+derivative"):
+            out.append(m.removesuffix("derivative") + "adapted")
+    return ",".join(out)
 
 
 # job name -> bench_accuracy.py arguments. Every job includes `cosine` so that each network is

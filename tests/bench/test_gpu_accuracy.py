@@ -32,7 +32,7 @@ from bench_accuracy import (  # noqa: E402
     parse_args,
     train_config,
 )
-from gpu_accuracy import PLAN, PLANS, wait_all  # noqa: E402
+from gpu_accuracy import PLAN, PLANS, wait_all, with_adapted  # noqa: E402
 
 from spectra.grid import Grid  # noqa: E402
 from training.datasets import Dataset  # noqa: E402
@@ -121,6 +121,13 @@ def test_every_job_of_a_named_plan_is_a_valid_benchmark_command(plan: str) -> No
         assert opts.methods == PLAN[name][-1].split(",")
 
 
+def test_jobs_measure_the_adapted_search_wherever_they_measure_the_derivative_one() -> None:
+    assert with_adapted("cosine,derivative,drcnn,drcnn+derivative,drcnn+tta") == (
+        "cosine,derivative,adapted,drcnn,drcnn+derivative,drcnn+adapted,drcnn+tta"
+    )
+    assert with_adapted("cosine,drcnn") == "cosine,drcnn"
+
+
 def test_wait_all_kills_jobs_past_the_deadline() -> None:
     quick = subprocess.Popen([sys.executable, "-c", "pass"])
     slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -170,7 +177,16 @@ def test_smoke_plan_stops_at_the_deadline_and_packs_one_tarball(
     assert 1 <= len(seeds) < 30  # some splits finished, not all 30
     assert min(seeds) == 3  # --first-seed: a later lease continues with new splits
     methods = {r["method"] for r in results["runs"] if r["seed"] == 3}
-    assert methods == {"cosine", "derivative", "drcnn_rs", "liu", "drcnn_rs+derivative"}
+    # the job's methods, with the adapted search and the network's mix with it added by job()
+    assert methods == {
+        "cosine",
+        "derivative",
+        "adapted",
+        "drcnn_rs",
+        "liu",
+        "drcnn_rs+derivative",
+        "drcnn_rs+adapted",
+    }
     assert (root / "logs" / "d1_random_rs_liu.log").read_text().strip()
 
 
