@@ -974,10 +974,11 @@ def _merge_openset(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def merge_results(dirs: list[Path], out: Path) -> dict[str, Any]:
-    """One results.json/.md from several runs' out dirs (runs concatenated; the options and
-    machine of the first; per-subset entries of later dirs win)."""
+    """One results.json/.md from several runs' out dirs (runs concatenated; the options of the
+    first, the machine of all (`_merge_machines`); per-subset entries of later dirs win)."""
     parts = [json.loads((Path(d) / "results.json").read_text()) for d in dirs]
     merged = dict(parts[0])
+    merged["machine"] = _merge_machines([p["machine"] for p in parts])
     merged["runs"] = _unique_runs([r for p in parts for r in p["runs"]])
     merged["merged_from"] = {str(d): p["options"] for d, p in zip(dirs, parts, strict=True)}
     merged["wall_seconds"] = max(p.get("wall_seconds", 0) for p in parts)  # parts may overlap
@@ -997,6 +998,16 @@ def merge_results(dirs: list[Path], out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(merged, indent=1) + "\n")
     (out / "results.md").write_text(write_markdown(merged))
+    return merged
+
+
+def _merge_machines(machines: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parts' machine entries as one: a field on which they differ (the commit each part
+    ran at, the GPU of a lease beside a CPU run) lists the distinct values, in order."""
+    merged: dict[str, Any] = {}
+    for key in dict.fromkeys(k for m in machines for k in m):
+        values = list(dict.fromkeys(str(m.get(key)) for m in machines))
+        merged[key] = machines[0].get(key) if len(values) == 1 else " / ".join(values)
     return merged
 
 

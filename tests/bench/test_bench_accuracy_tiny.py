@@ -88,7 +88,8 @@ def test_tiny_benchmark_writes_every_method_and_metric(
 
 def _check_merge(results: dict, tmp_path: Path) -> None:
     """--merge of two parallel jobs' parts: the library runs both jobs made on the same split are
-    counted once, a run only one part has is kept, and the header counts the most splits asked."""
+    counted once, a run only one part has is kept, the header counts the most splits asked and
+    names the commit of each part."""
     a, b = tmp_path / "part_a", tmp_path / "part_b"
     for part in (a, b):
         part.mkdir()
@@ -96,8 +97,13 @@ def _check_merge(results: dict, tmp_path: Path) -> None:
     extra = {**results["runs"][0], "seed": 7, "method": "cosine"}
     second = {**results, "runs": [*results["runs"], extra]}
     second["options"] = {**results["options"], "n_splits": 3}
+    second["machine"] = {**results["machine"], "git_commit": "0123abc"}
     (b / "results.json").write_text(json.dumps(second))
     merged = merge_results([a, b], tmp_path / "merged")
     assert len(merged["runs"]) == len(results["runs"]) + 1
     assert merged["options"]["n_splits"] == 3
-    assert "random splits N = 3" in (tmp_path / "merged" / "results.md").read_text()
+    report = (tmp_path / "merged" / "results.md").read_text()
+    assert "random splits N = 3" in report
+    commits = f"{results['machine']['git_commit']} / 0123abc"
+    assert merged["machine"]["git_commit"] == commits and f"commit {commits}" in report
+    assert merged["machine"]["cores"] == results["machine"]["cores"]  # the same: kept as it was
