@@ -90,29 +90,24 @@ TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 CHOSEN = "sqrt + 1st derivative, 15 pts"  # spectra.library.derivative_features
 # name -> largest shift in grid points (~1 cm-1 each), on the chosen derivative features
 SHIFTED = {f"sqrt + 1st derivative, 15 pts, best of shifts up to {k}": k for k in (1, 2, 4)}
-# name -> AdaptedSearch settings on the chosen derivative features (shrinkage inf: no whitening)
-_NO_HUB = {"hub_weight": 0.0}
+
+
+# name -> AdaptedSearch settings on the chosen derivative features: whitening alone (no hub
+# penalty), the penalty alone (infinite shrinkage: no whitening), then both
+def _adapt(shrinkage: float, hub_weight: float, hub_neighbours: int = 20) -> dict[str, Any]:
+    return {"shrinkage": shrinkage, "hub_weight": hub_weight, "hub_neighbours": hub_neighbours}
+
+
+_PENALTIES = [(a, k) for k in (20, 50) for a in (0.15, 0.25, 0.35)]
 ADAPTED: dict[str, dict[str, Any]] = {
+    **{f"adapted: whitened, shrinkage {s:g}": _adapt(s, 0.0) for s in (3, 10, 30, 100)},
     **{
-        f"adapted: whitened, shrinkage {s:g}": {"shrinkage": s, **_NO_HUB} for s in (3, 10, 30, 100)
+        f"adapted: hub penalty {a:g} over {k} neighbours": _adapt(float("inf"), a, k)
+        for a, k in _PENALTIES
     },
     **{
-        f"adapted: hub penalty {a:g} over {k} neighbours": {
-            "shrinkage": float("inf"),
-            "hub_weight": a,
-            "hub_neighbours": k,
-        }
-        for k in (20, 50)
-        for a in (0.15, 0.25, 0.35)
-    },
-    **{
-        f"adapted: whitened 30, hub penalty {a:g} over {k} neighbours": {
-            "shrinkage": 30.0,
-            "hub_weight": a,
-            "hub_neighbours": k,
-        }
-        for k in (20, 50)
-        for a in (0.15, 0.25, 0.35)
+        f"adapted: whitened 30, hub penalty {a:g} over {k} neighbours": _adapt(30.0, a, k)
+        for a, k in _PENALTIES
     },
 }
 

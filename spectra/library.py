@@ -176,12 +176,9 @@ def within_class_whitening(
     """[d, d] symmetric (S_w + shrinkage * mean eigenvalue * I)^-1/2, S_w the covariance of
     `features` about their class means over classes with two or more rows; the identity when
     no class has two or `shrinkage` is infinite."""
-    labels = np.asarray(labels)
     _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     x = np.asarray(features, dtype=np.float64)
-    means = np.zeros((len(counts), x.shape[1]))
-    np.add.at(means, inverse, x)
-    means /= counts[:, None]
+    means = class_references(x, inverse, len(counts))
     deviations = (x - means[inverse])[counts[inverse] > 1]
     if not len(deviations) or not np.isfinite(shrinkage):  # infinite shrinkage: no whitening
         return np.eye(x.shape[1], dtype=np.float32)
