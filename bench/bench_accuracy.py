@@ -84,6 +84,7 @@ from training.model import (
 from training.pipeline import (
     LIB_T_BOUNDS,
     calibrate_and_publish,
+    choose_library_weight,
     library_references,
     reference_similarities,
     served_scores,
@@ -140,6 +141,9 @@ DEFAULT_METHODS = ",".join(
 TTA_SHIFTS = (-2, -1, 0, 1, 2)
 # library searches in a trained network's feature space ("<net>+embed", see embedding_scores)
 EMBED_METHODS = ("embed", "embed_derivative")
+# "<net>+<library method>_fit": the mix's library weight chosen on validation as export does
+# (`choose_library_weight`); without the suffix the weight is fixed at 0.5
+FIT_SUFFIX = "_fit"
 HISTORY_KEYS = (
     "epoch",
     "train_loss",
@@ -188,6 +192,7 @@ class Options:
     train_reserve: float = 45.0
     min_train: float = 120.0
     grad_clip: float = 0.0  # TrainConfig.grad_clip (0 = off, the paper)
+    keep_logits: bool = False  # each trained network's logits.npz in its work folder
     seed: int = 0
     tag: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -344,9 +349,18 @@ def train_network(
     }
     for p in run_dir.glob("*.pt"):  # checkpoints of a benchmark are not kept
         p.unlink()
-    return Trained(
+    trained = Trained(
         predict_logits(model, ds.x[split.val]), predict_logits(model, ds.x[split.test]), model, info
     )
+    if opts.keep_logits:  # per-spectrum outputs, so that new mixes need no retraining
+        np.savez_compressed(
+            run_dir / "logits.npz",
+            val_rows=split.val,
+            val_logits=trained.val_logits,
+            test_rows=split.test,
+            test_logits=trained.test_logits,
+        )
+    return trained
 
 
 def tta_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -380,9 +394,13 @@ def library_scores(ds: Dataset, split: Split, metric: str, rows: np.ndarray) -> 
     return np.where(np.isfinite(scores), scores, lib.lowest_score)
 
 
-def ensemble_logits(trained: Trained, ds: Dataset, split: Split, metric: str) -> np.ndarray:
-    """Log of the mean of the network's calibrated softmax and a softmax over the library
-    similarities of `metric`; both temperatures are fitted on validation."""
+def ensemble_logits(
+    trained: Trained, ds: Dataset, split: Split, metric: str, fit_weight: bool = False
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Log of the network's calibrated softmax mixed with a softmax over the library
+    similarities of `metric`, both temperatures fitted on validation; the mix weight is 0.5, or
+    with `fit_weight` the one of the service's weights with the lowest validation NLL (what
+    `raman-train export` serves), recorded under "mix"."""
     y_val = ds.y[split.val]
     scores = library_scores(ds, split, metric, np.concatenate([split.val, split.test]))
     lib_val, lib_test = scores[: len(y_val)], scores[len(y_val) :]
@@ -391,7 +409,16 @@ def ensemble_logits(trained: Trained, ds: Dataset, split: Split, metric: str) ->
         library_weight=0.5,
         library_temperature=fit_temperature(lib_val, y_val, bounds=LIB_T_BOUNDS),
     )
-    return np.log(combined_probabilities(trained.test_logits, lib_test, calib) + 1e-12)
+    extra: dict[str, Any] = {}
+    if fit_weight:
+        calib = choose_library_weight(trained.val_logits, lib_val, y_val, calib)
+        extra["mix"] = {
+            "library_weight": calib.library_weight,
+            "library_temperature": calib.library_temperature,
+            "temperature": calib.temperature,
+        }
+    probs = combined_probabilities(trained.test_logits, lib_test, calib)
+    return np.log(probs + 1e-12), extra
 
 
 def embedding_scores(
@@ -728,7 +755,8 @@ class Bench:
             if not self._has_time():
                 break
             t0 = time.time()
-            scores, extra = self._scores(method, ds, split, seed, trained)
+            work = self.opts.out / "work" / f"{name}_{ds.grid.points}_{kind}{seed}"
+            scores, extra = self._scores(method, ds, split, seed, trained, work)
             y_te = ds.y[split.test]
             rec = {
                 "subset": name,
@@ -758,17 +786,26 @@ class Bench:
         return "drcnn" if "drcnn" in nets else (nets[0] if nets else None)
 
     def _scores(
-        self, method: str, ds: Dataset, split: Split, seed: int, trained: dict[str, Trained]
+        self,
+        method: str,
+        ds: Dataset,
+        split: Split,
+        seed: int,
+        trained: dict[str, Trained],
+        work: Path,
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        """The method's [n_test, C] scores on the split, and what its record adds; a network
+        is trained on first use (under `work`/<network>) and reused by its derived methods."""
         if method in LIBRARY_METHODS:
             return library_scores(ds, split, method, split.test), {}
         base, _, derived = method.partition("+")
         if base not in trained:
-            run_dir = self.opts.out / "work" / f"{ds.grid.points}_{base}_{seed}"
-            trained[base] = train_network(base, ds, split, self.opts, seed, run_dir)
+            trained[base] = train_network(base, ds, split, self.opts, seed, work / base)
         tr = trained[base]
-        if derived == "lib" or derived in LIBRARY_METHODS:  # "+lib" = "+cosine"
-            return ensemble_logits(tr, ds, split, "cosine" if derived == "lib" else derived), {}
+        lib_method = derived.removesuffix(FIT_SUFFIX)
+        if lib_method == "lib" or lib_method in LIBRARY_METHODS:  # "+lib" = "+cosine"
+            metric = "cosine" if lib_method == "lib" else lib_method
+            return ensemble_logits(tr, ds, split, metric, derived.endswith(FIT_SUFFIX))
         if derived == "tta":
             return tta_logits(tr.model, ds.x[split.test]), {}
         if derived in EMBED_METHODS:
@@ -895,6 +932,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="with --deadline: no training starts with less time left",
     )
     p.add_argument("--tag", default="", help="suffix for method names, e.g. @lr1e-4")
+    p.add_argument(
+        "--keep-logits",
+        action="store_true",
+        help="write each network's validation and test logits to OUT/work/<run>/logits.npz",
+    )
     p.add_argument("--merge", type=Path, nargs="+", help="combine earlier --out dirs into --out")
     p.add_argument("--tiny", action="store_true", help="6 classes, width/16, 2 epochs, N=1")
     a = p.parse_args(argv)
@@ -928,6 +970,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         train_reserve=a.train_reserve,
         min_train=a.min_train,
         grad_clip=a.grad_clip,
+        keep_logits=a.keep_logits,
         extra={"merge": [str(m) for m in a.merge or []]},
     )
     if a.tiny:
@@ -949,10 +992,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
 def _check_methods(methods: list[str]) -> None:
     for m in methods:
         base, _, derived = m.partition("+")
-        suffixes = ("", "lib", "tta", *LIBRARY_METHODS, *EMBED_METHODS)
+        mixes = ("lib", *LIBRARY_METHODS)
+        suffixes = ("", "tta", *mixes, *(f"{x}{FIT_SUFFIX}" for x in mixes), *EMBED_METHODS)
         ok = m in LIBRARY_METHODS or (base in NETWORKS and derived in suffixes)
         if not ok:
-            names = [*LIBRARY_METHODS, *NETWORKS, "<net>+<library method>", "<net>+tta"]
+            names = [*LIBRARY_METHODS, *NETWORKS, "<net>+<library method>[_fit]", "<net>+tta"]
             names += [f"<net>+{e}" for e in EMBED_METHODS]
             raise SystemExit(f"unknown method {m!r}; choose from {', '.join(names)}")
 

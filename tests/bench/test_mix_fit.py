@@ -1,0 +1,86 @@
+"""`<net>+<library method>_fit` of the accuracy benchmark: the network/library mix with its
+library weight chosen on validation as `raman-train export` does, against the fixed 0.5 mix."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from bench_accuracy import Trained, _check_methods, ensemble_logits, library_scores
+
+from spectra.grid import Grid
+from training.datasets import Dataset
+from training.pipeline import LIBRARY_WEIGHTS
+from training.splits import Split
+
+N_CLASSES = 8
+
+
+@pytest.fixture(scope="module")
+def data(make_peak_dataset: Callable[..., tuple[np.ndarray, np.ndarray]]) -> tuple[Dataset, Split]:
+    # noisy peaks, so that the library search is good but not perfect
+    x, y = make_peak_dataset(N_CLASSES, 9, 128, seed=3, noise=0.25)
+    n = len(y)
+    ds = Dataset(
+        x.astype(np.float32),
+        y.astype(np.int64),
+        [f"m{i}" for i in range(N_CLASSES)],
+        np.array([f"R{i}" for i in range(n)]),
+        np.array([f"f{i}.txt" for i in range(n)]),
+        np.ones(n, np.float32),
+        Grid(100.0, 1200.0, 128),
+    )
+    order = np.random.default_rng(0).permutation(n)
+    third = n // 3
+    return ds, Split(order[:third], order[third : 2 * third], order[2 * third :])
+
+
+def _trained(val_logits: np.ndarray, test_logits: np.ndarray) -> Trained:
+    return Trained(val_logits, test_logits, nn.Identity(), {})
+
+
+def _noise(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, N_CLASSES))
+
+
+def _oracle(y: np.ndarray) -> np.ndarray:
+    return 20.0 * np.eye(N_CLASSES)[y]
+
+
+def test_a_useless_network_gets_more_library_weight(data: tuple[Dataset, Split]) -> None:
+    ds, split = data
+    tr = _trained(_noise(len(split.val), 1), _noise(len(split.test), 2))
+    fixed, none = ensemble_logits(tr, ds, split, "derivative")
+    fitted, extra = ensemble_logits(tr, ds, split, "derivative", fit_weight=True)
+    assert none == {}
+    # above the fixed 0.5 (not necessarily the largest: calibrated, noise is near uniform)
+    assert extra["mix"]["library_weight"] in LIBRARY_WEIGHTS
+    assert extra["mix"]["library_weight"] > 0.5
+    y = ds.y[split.test]
+    library = library_scores(ds, split, "derivative", split.test)
+    # the network's noise no longer outvotes the library
+    assert (fitted.argmax(1) == y).mean() >= (fixed.argmax(1) == y).mean()
+    assert (fitted.argmax(1) == library.argmax(1)).mean() >= 0.9
+
+
+def test_a_perfect_network_gets_no_library_weight(data: tuple[Dataset, Split]) -> None:
+    ds, split = data
+    library = library_scores(ds, split, "derivative", split.val)
+    assert (library.argmax(1) != ds.y[split.val]).any()  # the library errs on validation
+    tr = _trained(_oracle(ds.y[split.val]), _oracle(ds.y[split.test]))
+    fitted, extra = ensemble_logits(tr, ds, split, "derivative", fit_weight=True)
+    assert extra["mix"]["library_weight"] == 0.0
+    assert (fitted.argmax(1) == ds.y[split.test]).all()
+
+
+def test_fit_suffix_names_a_mix_only() -> None:
+    _check_methods(["drcnn_rs+adapted_fit", "drcnn+lib_fit", "drcnn+derivative"])
+    for bad in ("adapted_fit", "drcnn+tta_fit", "drcnn+embed_fit", "drcnn+bogus_fit"):
+        with pytest.raises(SystemExit):
+            _check_methods([bad])
