@@ -436,7 +436,7 @@ def embedding_scores(
         deriv = LibrarySearch(ds.x[split.train], y_train, metric="derivative")
         sim = 0.5 * (sim + deriv.similarity(ds.x[rows]))
     scores = lib.best_per_class(sim, len(ds.classes))
-    return np.where(np.isfinite(scores), scores, -1.0)
+    return np.where(np.isfinite(scores), scores, lib.lowest_score)
 
 
 def calibration_stats(trained: Trained, y_val: np.ndarray, y_test: np.ndarray) -> dict[str, Any]:

@@ -41,22 +41,26 @@ def job(
     subset: str, methods: str, random: int = 0, grouped: int = 0, openset: str = ""
 ) -> list[str]:
     """bench_accuracy.py arguments: `random` + `grouped` splits of `subset` with `methods` (and
-    the adapted search beside the derivative one, see `with_adapted`), and the open-set
-    experiment with network `openset` (none when empty)."""
+    the adapted search and fitted mixes beside the derivative ones, see `with_adapted`), and
+    the open-set experiment with network `openset` (none when empty)."""
     args = ["--subsets", subset, "--n-splits", str(random), "--n-grouped", str(grouped)]
     args += ["--openset-method", openset] if openset else ["--no-openset"]
     return [*args, "--methods", with_adapted(methods)]
 
 
 def with_adapted(methods: str) -> str:
-    """`methods` with `adapted` after `derivative` and `<net>+adapted` after `<net>+derivative`:
-    on a lease the library searches cost seconds beside a network's training, so every job that
-    measures the derivative search measures the adapted one too."""
+    """`methods` with `adapted` after `derivative`, and after `<net>+derivative` the mixes
+    `<net>+adapted`, `<net>+derivative_fit` and `<net>+adapted_fit` (the weight chosen on
+    validation): on a lease the library searches and mixes cost seconds beside a network's
+    training, so every job that measures the derivative search measures these too."""
     out = []
     for m in methods.split(","):
         out.append(m)
-        if m == "derivative" or m.endswith("+derivative"):
-            out.append(m.removesuffix("derivative") + "adapted")
+        if m == "derivative":
+            out.append("adapted")
+        elif m.endswith("+derivative"):
+            net = m.removesuffix("derivative")
+            out += [f"{net}adapted", f"{m}_fit", f"{net}adapted_fit"]
     return ",".join(out)
 
 

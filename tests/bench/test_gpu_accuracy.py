@@ -123,7 +123,8 @@ def test_every_job_of_a_named_plan_is_a_valid_benchmark_command(plan: str) -> No
 
 def test_jobs_measure_the_adapted_search_wherever_they_measure_the_derivative_one() -> None:
     assert with_adapted("cosine,derivative,drcnn,drcnn+derivative,drcnn+tta") == (
-        "cosine,derivative,adapted,drcnn,drcnn+derivative,drcnn+adapted,drcnn+tta"
+        "cosine,derivative,adapted,drcnn,drcnn+derivative,drcnn+adapted,drcnn+derivative_fit,"
+        "drcnn+adapted_fit,drcnn+tta"
     )
     assert with_adapted("cosine,drcnn") == "cosine,drcnn"
 
@@ -177,7 +178,7 @@ def test_smoke_plan_stops_at_the_deadline_and_packs_one_tarball(
     assert 1 <= len(seeds) < 30  # some splits finished, not all 30
     assert min(seeds) == 3  # --first-seed: a later lease continues with new splits
     methods = {r["method"] for r in results["runs"] if r["seed"] == 3}
-    # the job's methods, with the adapted search and the network's mix with it added by job()
+    # the job's methods, with the adapted search and the network's mixes added by job()
     assert methods == {
         "cosine",
         "derivative",
@@ -186,6 +187,8 @@ def test_smoke_plan_stops_at_the_deadline_and_packs_one_tarball(
         "liu",
         "drcnn_rs+derivative",
         "drcnn_rs+adapted",
+        "drcnn_rs+derivative_fit",
+        "drcnn_rs+adapted_fit",
     }
     assert (root / "logs" / "d1_random_rs_liu.log").read_text().strip()
 

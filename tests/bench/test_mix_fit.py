@@ -1,5 +1,6 @@
-"""`<net>+<library method>_fit` of the accuracy benchmark: the network/library mix with its
-library weight chosen on validation as `raman-train export` does, against the fixed 0.5 mix."""
+"""Mixes of a network with a library search: the accuracy benchmark's `<net>+<library>_fit`
+(the library weight chosen on validation as `raman-train export` does, against the fixed 0.5
+mix) and bench/mix_rules.py's product of experts fitted on saved logits."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from bench_accuracy import Trained, _check_methods, ensemble_logits, library_scores
+from mix_rules import log_linear, saved_logits
 
 from spectra.grid import Grid
 from training.datasets import Dataset
@@ -84,3 +86,31 @@ def test_fit_suffix_names_a_mix_only() -> None:
     for bad in ("adapted_fit", "drcnn+tta_fit", "drcnn+embed_fit", "drcnn+bogus_fit"):
         with pytest.raises(SystemExit):
             _check_methods([bad])
+
+
+def test_log_linear_mix_follows_the_informative_expert() -> None:
+    """bench/mix_rules.py's product of experts: the weight moves to whichever source is right on
+    validation, and at that weight test answers are that source's."""
+    rng = np.random.default_rng(4)
+    y_val, y_test = rng.integers(0, N_CLASSES, 60), rng.integers(0, N_CLASSES, 40)
+    noise = {"val": _noise(60, 5), "test": _noise(40, 6)}
+    # the informative source is right 90 % of the time, with noisy margins
+    good = {
+        part: _oracle(y) / 10 + 0.3 * _noise(len(y), 7 + i)
+        for i, (part, y) in enumerate((("val", y_val), ("test", y_test)))
+    }
+    lib_good, params = log_linear(noise, good, y_val)
+    assert params["library_weight"] >= 0.8
+    assert (lib_good.argmax(1) == good["test"].argmax(1)).all()
+    net_good, params = log_linear(good, noise, y_val)
+    assert params["library_weight"] <= 0.2
+    assert (net_good.argmax(1) == good["test"].argmax(1)).all()
+    assert np.allclose(np.exp(net_good).sum(1), 1.0, atol=1e-6)  # renormalised
+
+
+def test_saved_logits_are_found_by_subset_split_and_network(tmp_path: Path) -> None:
+    for folder in ("dataset_2_1024_random12/drcnn_rs", "dataset_1_1570_grouped0/liu"):
+        (tmp_path / "work" / folder).mkdir(parents=True)
+        (tmp_path / "work" / folder / "logits.npz").write_bytes(b"")
+    found = [f[:4] for f in saved_logits(tmp_path)]
+    assert found == [("dataset_1", "grouped", 0, "liu"), ("dataset_2", "random", 12, "drcnn_rs")]

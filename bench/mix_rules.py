@@ -1,0 +1,147 @@
+"""Ways to mix a trained network with a library search, compared on a benchmark's saved logits.
+
+`bench_accuracy.py --keep-logits` writes each trained network's validation and test logits;
+this script rebuilds each split, searches the library (the split's training part) with each of
+`--libraries`, and scores on test, every rule fitted on validation only:
+
+- `network`, `<library>`: each alone;
+- `linear 0.5`: the benchmark's `<net>+<library>` (fixed weight 0.5, both temperatures fitted);
+- `linear fitted`: the benchmark's `<net>+<library>_fit`, what `raman-train export` serves (the
+  weight of `training.pipeline.LIBRARY_WEIGHTS` with the lowest validation NLL);
+- `log-linear fitted`: a product of experts, softmax((1 - a) log p_net + a log p_lib) with the
+  same temperatures and `a` in 0, 0.05, ..., 1 chosen by validation NLL: a class must be
+  plausible to both, where the linear mix lets either one carry it alone.
+
+    python bench/mix_rules.py bench/out/cpu_d2_rs_s{0,1,2}_fit bench/out/cpu_d2_rs_g0_fit \\
+        --out bench/out/mix_rules.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_accuracy import (
+    Trained,
+    ensemble_logits,
+    largest_classes,
+    library_scores,
+    load_subset,
+    machine_info,
+    restrict_classes,
+    subset_rule,
+)
+
+from spectra.scoring import softmax
+from training.calibration import fit_temperature
+from training.datasets import Dataset
+from training.metrics import classification_report
+from training.pipeline import LIB_T_BOUNDS
+from training.splits import Split, make_split
+
+LOG_WEIGHTS = np.round(np.linspace(0.0, 1.0, 21), 2)
+
+
+def log_linear(
+    logits: dict[str, np.ndarray], lib: dict[str, np.ndarray], y_val: np.ndarray
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Test log-probabilities of the product-of-experts mix fitted on validation, and its
+    fitted parameters."""
+    t_net = fit_temperature(logits["val"], y_val)
+    t_lib = fit_temperature(lib["val"], y_val, bounds=LIB_T_BOUNDS)
+
+    def mixed(part: str, a: float) -> np.ndarray:
+        log_net = np.log(softmax(logits[part], t_net) + 1e-12)
+        log_lib = np.log(softmax(lib[part], t_lib) + 1e-12)
+        return np.log(softmax((1 - a) * log_net + a * log_lib, 1.0) + 1e-12)
+
+    def val_nll(a: float) -> float:
+        return float(-mixed("val", a)[np.arange(len(y_val)), y_val].mean())
+
+    a = float(min(LOG_WEIGHTS, key=val_nll))
+    return mixed("test", a), {
+        "library_weight": a,
+        "temperature": t_net,
+        "library_temperature": t_lib,
+    }
+
+
+def split_rules(
+    ds: Dataset, split: Split, saved: Any, libraries: list[str]
+) -> list[dict[str, Any]]:
+    """Every rule's test metrics on one split, for the network whose logits are `saved`."""
+    trained = Trained(saved["val_logits"], saved["test_logits"], nn.Identity(), {})
+    y_val, y_test, n = ds.y[split.val], ds.y[split.test], len(ds.classes)
+    rows: list[tuple[str, np.ndarray, dict[str, Any]]] = [("network", trained.test_logits, {})]
+    for name in libraries:
+        lib = library_scores(ds, split, name, np.concatenate([split.val, split.test]))
+        parts = {"val": lib[: len(y_val)], "test": lib[len(y_val) :]}
+        logits = {"val": trained.val_logits, "test": trained.test_logits}
+        rows.append((name, parts["test"], {}))
+        rows.append((f"linear 0.5 {name}", *ensemble_logits(trained, ds, split, name)))
+        rows.append((f"linear fitted {name}", *ensemble_logits(trained, ds, split, name, True)))
+        rows.append((f"log-linear fitted {name}", *log_linear(logits, parts, y_val)))
+    return [
+        {"rule": rule, "metrics": classification_report(s, y_test, n), **extra}
+        for rule, s, extra in rows
+    ]
+
+
+def bench_dataset(opts: dict[str, Any], subset: str) -> Dataset:
+    """The data set a benchmark run with options `opts` (its results.json) used for `subset`."""
+    rule = subset_rule(subset, opts["grid_points"])
+    ds = load_subset(Path(opts["rruff"]), rule, Path(opts["cache"]))
+    if opts["max_classes"]:
+        ds = restrict_classes(ds, largest_classes(ds, opts["max_classes"]))
+    return ds
+
+
+def saved_logits(out_dir: Path) -> list[tuple[str, str, int, str, Path]]:
+    """(subset, split kind, seed, network, logits.npz) of each training a benchmark kept."""
+    found = []
+    for path in sorted(out_dir.glob("work/*/*/logits.npz")):
+        subset_points_split, network = path.parent.parent.name, path.parent.name
+        subset, _, kind_seed = subset_points_split.rpartition("_")
+        subset = subset.rpartition("_")[0]  # drop the grid's point count
+        kind = kind_seed.rstrip("0123456789")
+        found.append((subset, kind, int(kind_seed[len(kind) :]), network, path))
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Score every rule on every saved training of the given benchmark output folders."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("dirs", type=Path, nargs="+", help="bench_accuracy.py --out folders")
+    p.add_argument("--libraries", default="derivative,adapted")
+    p.add_argument("--out", type=Path, default=Path("bench/out/mix_rules.json"))
+    a = p.parse_args(argv)
+    start, runs = time.time(), []
+    for d in a.dirs:
+        opts = json.loads((d / "results.json").read_text())["options"]
+        for subset, kind, seed, network, path in saved_logits(d):
+            ds = bench_dataset(opts, subset)
+            split = make_split(kind, ds.y, ds.groups, seed)
+            saved = np.load(path)
+            if not np.array_equal(saved["test_rows"], split.test):
+                raise SystemExit(f"{path}: its test rows are not split {kind} {seed}'s")
+            rules = split_rules(ds, split, saved, a.libraries.split(","))
+            runs.append({"subset": subset, "split": kind, "seed": seed, "network": network})
+            runs[-1]["rules"] = rules
+            print(kind, seed, {r["rule"]: round(r["metrics"]["top1"], 4) for r in rules})
+    result = {"runs": runs, "machine": machine_info(), "seconds": round(time.time() - start, 1)}
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
