@@ -14,7 +14,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from bench_accuracy import embedding_scores
 
-from spectra.grid import Grid
 from spectra.library import LibrarySearch, unit_rows
 from training.datasets import Dataset
 from training.model import DRCNN, DRCNNConfig, LiuCNN, LiuCNNConfig
@@ -25,18 +24,13 @@ N_CLASSES = 6
 
 
 @pytest.fixture(scope="module")
-def data(make_peak_dataset: Callable[..., tuple[np.ndarray, np.ndarray]]) -> tuple[Dataset, Split]:
+def data(
+    make_peak_dataset: Callable[..., tuple[np.ndarray, np.ndarray]],
+    make_toy_dataset: Callable[[np.ndarray, np.ndarray, int], Dataset],
+) -> tuple[Dataset, Split]:
     x, y = make_peak_dataset(N_CLASSES - 1, 4, 128, seed=5)  # the last class has no spectra
     n = len(y)
-    ds = Dataset(
-        x.astype(np.float32),
-        y.astype(np.int64),
-        [f"m{i}" for i in range(N_CLASSES)],
-        np.array([f"R{i}" for i in range(n)]),
-        np.array([f"f{i}.txt" for i in range(n)]),
-        np.ones(n, np.float32),
-        Grid(100.0, 1200.0, 128),
-    )
+    ds = make_toy_dataset(x, y, N_CLASSES)
     order = np.random.default_rng(0).permutation(n)
     return ds, Split(order[: n // 2], order[n // 2 : n // 2], order[n // 2 :])
 

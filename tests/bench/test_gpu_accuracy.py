@@ -34,7 +34,6 @@ from bench_accuracy import (  # noqa: E402
 )
 from gpu_accuracy import PLAN, PLANS, wait_all, with_adapted  # noqa: E402
 
-from spectra.grid import Grid  # noqa: E402
 from training.datasets import Dataset  # noqa: E402
 
 
@@ -73,18 +72,10 @@ def test_paired_uses_only_the_splits_both_methods_ran_on() -> None:
 
 def test_library_openset_scores_every_search_over_each_hold_out(
     make_peak_dataset: Callable[..., tuple[np.ndarray, np.ndarray]],
+    make_toy_dataset: Callable[[np.ndarray, np.ndarray, int], Dataset],
 ) -> None:
     x, y = make_peak_dataset(10, 8, 200, seed=3)
-    n = len(y)
-    ds = Dataset(
-        x.astype(np.float32),
-        y.astype(np.int64),
-        [f"m{i}" for i in range(10)],
-        np.array([f"R{i}" for i in range(n)]),
-        np.array([f"f{i}.txt" for i in range(n)]),
-        np.ones(n, np.float32),
-        Grid(100.0, 1200.0, 200),
-    )
+    ds = make_toy_dataset(x, y, 10)
     opts = parse_args(["--openset-method", "library", "--openset-share", "0.2"])
     out = openset_library(ds, opts, range(3))
     assert (out["method"], out["seeds"], out["classes_unknown"]) == ("library", [0, 1, 2], 2)

@@ -16,7 +16,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from bench_accuracy import Trained, _check_methods, ensemble_logits, library_scores
 from mix_rules import log_linear, saved_logits
 
-from spectra.grid import Grid
 from training.datasets import Dataset
 from training.pipeline import LIBRARY_WEIGHTS
 from training.splits import Split
@@ -25,19 +24,14 @@ N_CLASSES = 8
 
 
 @pytest.fixture(scope="module")
-def data(make_peak_dataset: Callable[..., tuple[np.ndarray, np.ndarray]]) -> tuple[Dataset, Split]:
+def data(
+    make_peak_dataset: Callable[..., tuple[np.ndarray, np.ndarray]],
+    make_toy_dataset: Callable[[np.ndarray, np.ndarray, int], Dataset],
+) -> tuple[Dataset, Split]:
     # noisy peaks, so that the library search is good but not perfect
     x, y = make_peak_dataset(N_CLASSES, 9, 128, seed=3, noise=0.25)
     n = len(y)
-    ds = Dataset(
-        x.astype(np.float32),
-        y.astype(np.int64),
-        [f"m{i}" for i in range(N_CLASSES)],
-        np.array([f"R{i}" for i in range(n)]),
-        np.array([f"f{i}.txt" for i in range(n)]),
-        np.ones(n, np.float32),
-        Grid(100.0, 1200.0, 128),
-    )
+    ds = make_toy_dataset(x, y, N_CLASSES)
     order = np.random.default_rng(0).permutation(n)
     third = n // 3
     return ds, Split(order[:third], order[third : 2 * third], order[2 * third :])
