@@ -140,7 +140,39 @@ def main(argv: list[str] | None = None) -> int:
     result = {"runs": runs, "machine": machine_info(), "seconds": round(time.time() - start, 1)}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1) + "\n")
+    a.out.with_suffix(".md").write_text(markdown(runs))
     return 0
+
+
+def markdown(runs: list[dict[str, Any]]) -> str:
+    """Per split kind: each rule's top-1 per split, mean top-1 / top-5, and its per-split
+    difference from the library search it mixes (points; wins / ties / losses)."""
+    out = []
+    for kind in sorted({r["split"] for r in runs}):
+        part = [r for r in runs if r["split"] == kind]
+        seeds = " / ".join(str(r["seed"]) for r in part)
+        out += [
+            f"## {kind} splits {seeds} ({part[0]['subset']}, {part[0]['network']})\n",
+            "| rule | top-1 per split | mean top-1 | mean top-5 | vs its library search |",
+            "|---|---|---|---|---|",
+        ]
+        for i, rule in enumerate(r["rule"] for r in part[0]["rules"]):
+            top1 = np.array([r["rules"][i]["metrics"]["top1"] for r in part])
+            top5 = np.mean([r["rules"][i]["metrics"]["top5"] for r in part])
+            lib = rule.rpartition(" ")[2]
+            versus = ""
+            if " " in rule:  # a mix: compare with its library alone on the same splits
+                base = np.array([_top1(r, lib) for r in part])
+                d = np.round(100 * (top1 - base), 6)  # equal counts tie exactly
+                versus = f"{d.mean():+.2f} ({(d > 0).sum()} / {(d == 0).sum()} / {(d < 0).sum()})"
+            per_split = " / ".join(f"{t:.4f}" for t in top1)
+            out.append(f"| {rule} | {per_split} | {top1.mean():.4f} | {top5:.4f} | {versus} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _top1(run: dict[str, Any], rule: str) -> float:
+    return float(next(r["metrics"]["top1"] for r in run["rules"] if r["rule"] == rule))
 
 
 if __name__ == "__main__":

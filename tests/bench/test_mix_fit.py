@@ -14,7 +14,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from bench_accuracy import Trained, _check_methods, ensemble_logits, library_scores
-from mix_rules import log_linear, saved_logits
+from mix_rules import log_linear, markdown, saved_logits
 
 from training.datasets import Dataset
 from training.pipeline import LIBRARY_WEIGHTS
@@ -108,3 +108,20 @@ def test_saved_logits_are_found_by_subset_split_and_network(tmp_path: Path) -> N
         (tmp_path / "work" / folder / "logits.npz").write_bytes(b"")
     found = [f[:4] for f in saved_logits(tmp_path)]
     assert found == [("dataset_1", "grouped", 0, "liu"), ("dataset_2", "random", 12, "drcnn_rs")]
+
+
+def test_mix_rules_report_compares_each_mix_with_its_library_alone() -> None:
+    def run(seed: int, library: float, mix: float) -> dict[str, object]:
+        rules = [("network", 0.5), ("adapted", library), ("linear fitted adapted", mix)]
+        return {
+            "subset": "d",
+            "split": "random",
+            "seed": seed,
+            "network": "drcnn_rs",
+            "rules": [{"rule": r, "metrics": {"top1": t, "top5": 1.0}} for r, t in rules],
+        }
+
+    report = markdown([run(0, 0.8, 0.9), run(1, 0.8, 0.8), run(2, 0.9, 0.7)])
+    assert "| linear fitted adapted | 0.9000 / 0.8000 / 0.7000 | 0.8000 |" in report
+    assert "-3.33 (1 / 1 / 1) |" in report  # (+10, 0, -20) / 3 points
+    assert "| adapted | 0.8000 / 0.8000 / 0.9000 | 0.8333 | 1.0000 |  |" in report
