@@ -19,9 +19,11 @@ splits (the paper's protocol) and M splits grouped by RRUFF sample. Methods:
   ``drcnn_rs_cos``: the learning rate annealed on a cosine to 1 % over --epochs;
 - ``<net>+<library method>``: a trained network's calibrated softmax averaged with a softmax over
   that library search's similarities (temperatures fitted on validation; ``<net>+lib`` =
-  ``<net>+cosine``); ``<net>+tta``: test-time augmentation
-  (softmax averaged over shifts of -2..2 grid points); ``<net>+embed``: a library search in the
-  network's last hidden layer (best cosine match per class among the training spectra);
+  ``<net>+cosine``); ``<net>+<library method>_fit``: the same mix with the library weight chosen
+  on validation as ``raman-train export`` chooses the service's; ``<net>+tta``: test-time
+  augmentation (softmax averaged over shifts of -2..2 grid points); ``<net>+embed``: a library
+  search in the network's last hidden layer (best cosine match per class among the training
+  spectra);
   ``<net>+embed_derivative``: the same with each reference's similarity averaged with its
   derivative HQI.
 
@@ -935,7 +937,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument(
         "--keep-logits",
         action="store_true",
-        help="write each network's validation and test logits to OUT/work/<run>/logits.npz",
+        help="write each network's validation and test logits (and their rows) to "
+        "OUT/work/<subset>_<points>_<kind><seed>/<network>/logits.npz (bench/mix_rules.py)",
     )
     p.add_argument("--merge", type=Path, nargs="+", help="combine earlier --out dirs into --out")
     p.add_argument("--tiny", action="store_true", help="6 classes, width/16, 2 epochs, N=1")
