@@ -23,9 +23,8 @@ splits (the paper's protocol) and M splits grouped by RRUFF sample. Methods:
   on validation as ``raman-train export`` chooses the service's; ``<net>+tta``: test-time
   augmentation (softmax averaged over shifts of -2..2 grid points); ``<net>+embed``: a library
   search in the network's last hidden layer (best cosine match per class among the training
-  spectra);
-  ``<net>+embed_derivative``: the same with each reference's similarity averaged with its
-  derivative HQI.
+  spectra); ``<net>+embed_derivative``: the same with each reference's similarity averaged with
+  its derivative HQI.
 
 Besides Table 2 metrics it measures calibration (ECE before/after temperature scaling), an
 open-set rejection experiment (20 % of the classes never seen in training), and optionally the
