@@ -226,6 +226,15 @@ def load_subset(rruff: Path, rule: SubsetRule, cache: Path) -> Dataset:
     return ds
 
 
+def subset_dataset(
+    rruff: Path, cache: Path, name: str, grid_points: int | None, max_classes: int | None
+) -> Dataset:
+    """Subset `name` as the benchmark runs it: on `grid_points` (see `subset_rule`), cached
+    (`load_subset`), and with `max_classes` only its largest classes."""
+    ds = load_subset(rruff, subset_rule(name, grid_points), cache)
+    return restrict_classes(ds, largest_classes(ds, max_classes)) if max_classes else ds
+
+
 def restrict_classes(ds: Dataset, keep: np.ndarray) -> Dataset:
     """The spectra of the classes in `keep` (class indices), re-indexed 0..len(keep)-1."""
     keep = np.sort(np.asarray(keep))
@@ -395,31 +404,41 @@ def library_scores(ds: Dataset, split: Split, metric: str, rows: np.ndarray) -> 
     return np.where(np.isfinite(scores), scores, lib.lowest_score)
 
 
-def ensemble_logits(
-    trained: Trained, ds: Dataset, split: Split, metric: str, fit_weight: bool = False
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Log of the network's calibrated softmax mixed with a softmax over the library
-    similarities of `metric`, both temperatures fitted on validation; the mix weight is 0.5, or
-    with `fit_weight` the one of the service's weights with the lowest validation NLL (what
-    `raman-train export` serves), recorded under "mix"."""
-    y_val = ds.y[split.val]
-    scores = library_scores(ds, split, metric, np.concatenate([split.val, split.test]))
-    lib_val, lib_test = scores[: len(y_val)], scores[len(y_val) :]
+def mix_calibration(
+    val_logits: np.ndarray, lib_val: np.ndarray, y_val: np.ndarray, fit_weight: bool = False
+) -> Calibration:
+    """How a network's logits and a library's class scores are mixed, fitted on validation:
+    both temperatures, and the library weight 0.5, or with `fit_weight` the one of the
+    service's weights with the lowest validation NLL (what `raman-train export` serves)."""
     calib = Calibration(
-        temperature=fit_temperature(trained.val_logits, y_val),
+        temperature=fit_temperature(val_logits, y_val),
         library_weight=0.5,
         library_temperature=fit_temperature(lib_val, y_val, bounds=LIB_T_BOUNDS),
     )
-    extra: dict[str, Any] = {}
-    if fit_weight:
-        calib = choose_library_weight(trained.val_logits, lib_val, y_val, calib)
-        extra["mix"] = {
-            "library_weight": calib.library_weight,
-            "library_temperature": calib.library_temperature,
-            "temperature": calib.temperature,
-        }
+    return choose_library_weight(val_logits, lib_val, y_val, calib) if fit_weight else calib
+
+
+def ensemble_logits(
+    trained: Trained, ds: Dataset, split: Split, metric: str, fit_weight: bool = False
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Log of the network's softmax mixed with a softmax over the library scores of `metric`
+    (`mix_calibration`); with `fit_weight` the fitted mix is recorded under "mix"."""
+    y_val = ds.y[split.val]
+    scores = library_scores(ds, split, metric, np.concatenate([split.val, split.test]))
+    lib_val, lib_test = scores[: len(y_val)], scores[len(y_val) :]
+    calib = mix_calibration(trained.val_logits, lib_val, y_val, fit_weight)
+    extra = {"mix": mix_record(calib)} if fit_weight else {}
     probs = combined_probabilities(trained.test_logits, lib_test, calib)
     return np.log(probs + 1e-12), extra
+
+
+def mix_record(calib: Calibration) -> dict[str, float]:
+    """The fitted mix's weight and temperatures, for a run's record."""
+    return {
+        "library_weight": calib.library_weight,
+        "library_temperature": calib.library_temperature,
+        "temperature": calib.temperature,
+    }
 
 
 def embedding_scores(
@@ -738,10 +757,8 @@ class Bench:
         return False
 
     def _dataset(self, name: str) -> Dataset:
-        rule = subset_rule(name, self.opts.grid_points)
-        ds = load_subset(self.opts.rruff, rule, self.opts.cache)
-        if self.opts.max_classes:
-            ds = restrict_classes(ds, largest_classes(ds, self.opts.max_classes))
+        o = self.opts
+        ds = subset_dataset(o.rruff, o.cache, name, o.grid_points, o.max_classes)
         self.results["datasets"][name] = dataset_counts(ds)
         self.save()
         return ds

@@ -41,14 +41,14 @@ def job(
     subset: str, methods: str, random: int = 0, grouped: int = 0, openset: str = ""
 ) -> list[str]:
     """bench_accuracy.py arguments: `random` + `grouped` splits of `subset` with `methods` (and
-    the adapted search and fitted mixes beside the derivative ones, see `with_adapted`), and
-    the open-set experiment with network `openset` (none when empty)."""
+    the adapted search and fitted mixes beside the derivative ones: `with_library_variants`),
+    and the open-set experiment with network `openset` (none when empty)."""
     args = ["--subsets", subset, "--n-splits", str(random), "--n-grouped", str(grouped)]
     args += ["--openset-method", openset] if openset else ["--no-openset"]
-    return [*args, "--methods", with_adapted(methods)]
+    return [*args, "--methods", with_library_variants(methods)]
 
 
-def with_adapted(methods: str) -> str:
+def with_library_variants(methods: str) -> str:
     """`methods` with `adapted` after `derivative`, and after `<net>+derivative` the mixes
     `<net>+adapted`, `<net>+derivative_fit` and `<net>+adapted_fit` (the weight chosen on
     validation): on a lease the library searches and mixes cost seconds beside a network's

@@ -26,83 +26,78 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_accuracy import (
-    Trained,
-    ensemble_logits,
-    largest_classes,
     library_scores,
-    load_subset,
     machine_info,
-    restrict_classes,
-    subset_rule,
+    mix_calibration,
+    mix_record,
+    subset_dataset,
 )
 
-from spectra.scoring import softmax
-from training.calibration import fit_temperature
+from spectra.card import Calibration
+from spectra.scoring import combined_probabilities, softmax
 from training.datasets import Dataset
 from training.metrics import classification_report
-from training.pipeline import LIB_T_BOUNDS
 from training.splits import Split, make_split
 
 LOG_WEIGHTS = np.round(np.linspace(0.0, 1.0, 21), 2)
+Parts = dict[str, np.ndarray]  # "val" / "test" -> [n, C] array
 
 
-def log_linear(
-    logits: dict[str, np.ndarray], lib: dict[str, np.ndarray], y_val: np.ndarray
-) -> tuple[np.ndarray, dict[str, float]]:
-    """Test log-probabilities of the product-of-experts mix fitted on validation, and its
-    fitted parameters."""
-    t_net = fit_temperature(logits["val"], y_val)
-    t_lib = fit_temperature(lib["val"], y_val, bounds=LIB_T_BOUNDS)
+def linear(logits: Parts, lib: Parts, y_val: np.ndarray, fit_weight: bool) -> tuple[Any, ...]:
+    """Test log-probabilities of the benchmark's linear mix (`mix_calibration`) and its record."""
+    calib = mix_calibration(logits["val"], lib["val"], y_val, fit_weight)
+    probs = combined_probabilities(logits["test"], lib["test"], calib)
+    return np.log(probs + 1e-12), mix_record(calib)
+
+
+def log_linear(logits: Parts, lib: Parts, y_val: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    """Test log-probabilities of the product-of-experts mix fitted on validation (the linear
+    mix's temperatures, `a` of LOG_WEIGHTS by validation NLL), and its fitted parameters."""
+    calib = mix_calibration(logits["val"], lib["val"], y_val)
+    log_p = {part: _log_softmaxes(logits[part], lib[part], calib) for part in ("val", "test")}
 
     def mixed(part: str, a: float) -> np.ndarray:
-        log_net = np.log(softmax(logits[part], t_net) + 1e-12)
-        log_lib = np.log(softmax(lib[part], t_lib) + 1e-12)
+        log_net, log_lib = log_p[part]
         return np.log(softmax((1 - a) * log_net + a * log_lib, 1.0) + 1e-12)
 
     def val_nll(a: float) -> float:
         return float(-mixed("val", a)[np.arange(len(y_val)), y_val].mean())
 
     a = float(min(LOG_WEIGHTS, key=val_nll))
-    return mixed("test", a), {
-        "library_weight": a,
-        "temperature": t_net,
-        "library_temperature": t_lib,
-    }
+    return mixed("test", a), {**mix_record(calib), "library_weight": a}
+
+
+def _log_softmaxes(
+    logits: np.ndarray, lib: np.ndarray, calib: Calibration
+) -> tuple[np.ndarray, np.ndarray]:
+    return (
+        np.log(softmax(logits, calib.temperature) + 1e-12),
+        np.log(softmax(lib, calib.library_temperature) + 1e-12),
+    )
 
 
 def split_rules(
     ds: Dataset, split: Split, saved: Any, libraries: list[str]
 ) -> list[dict[str, Any]]:
     """Every rule's test metrics on one split, for the network whose logits are `saved`."""
-    trained = Trained(saved["val_logits"], saved["test_logits"], nn.Identity(), {})
     y_val, y_test, n = ds.y[split.val], ds.y[split.test], len(ds.classes)
-    rows: list[tuple[str, np.ndarray, dict[str, Any]]] = [("network", trained.test_logits, {})]
-    for name in libraries:
-        lib = library_scores(ds, split, name, np.concatenate([split.val, split.test]))
-        parts = {"val": lib[: len(y_val)], "test": lib[len(y_val) :]}
-        logits = {"val": trained.val_logits, "test": trained.test_logits}
-        rows.append((name, parts["test"], {}))
-        rows.append((f"linear 0.5 {name}", *ensemble_logits(trained, ds, split, name)))
-        rows.append((f"linear fitted {name}", *ensemble_logits(trained, ds, split, name, True)))
-        rows.append((f"log-linear fitted {name}", *log_linear(logits, parts, y_val)))
+    logits = {"val": saved["val_logits"], "test": saved["test_logits"]}
+    rows: list[tuple[str, np.ndarray, dict[str, Any]]] = [("network", logits["test"], {})]
+    for name in libraries:  # each library searched once, for every rule that mixes it
+        scores = library_scores(ds, split, name, np.concatenate([split.val, split.test]))
+        lib = {"val": scores[: len(y_val)], "test": scores[len(y_val) :]}
+        rows.append((name, lib["test"], {}))
+        rows.append((f"linear 0.5 {name}", *linear(logits, lib, y_val, False)))
+        rows.append((f"linear fitted {name}", *linear(logits, lib, y_val, True)))
+        rows.append((f"log-linear fitted {name}", *log_linear(logits, lib, y_val)))
     return [
         {"rule": rule, "metrics": classification_report(s, y_test, n), **extra}
         for rule, s, extra in rows
     ]
-
-
-def bench_dataset(opts: dict[str, Any], subset: str) -> Dataset:
-    """The data set a benchmark run with options `opts` (its results.json) used for `subset`."""
-    rule = subset_rule(subset, opts["grid_points"])
-    ds = load_subset(Path(opts["rruff"]), rule, Path(opts["cache"]))
-    if opts["max_classes"]:
-        ds = restrict_classes(ds, largest_classes(ds, opts["max_classes"]))
-    return ds
 
 
 def saved_logits(out_dir: Path) -> list[tuple[str, str, int, str, Path]]:
@@ -128,7 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     for d in a.dirs:
         opts = json.loads((d / "results.json").read_text())["options"]
         for subset, kind, seed, network, path in saved_logits(d):
-            ds = bench_dataset(opts, subset)
+            ds = subset_dataset(
+                Path(opts["rruff"]),
+                Path(opts["cache"]),
+                subset,
+                opts["grid_points"],
+                opts["max_classes"],
+            )
             split = make_split(kind, ds.y, ds.groups, seed)
             saved = np.load(path)
             if not np.array_equal(saved["test_rows"], split.test):

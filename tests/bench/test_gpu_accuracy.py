@@ -32,7 +32,7 @@ from bench_accuracy import (  # noqa: E402
     parse_args,
     train_config,
 )
-from gpu_accuracy import PLAN, PLANS, wait_all, with_adapted  # noqa: E402
+from gpu_accuracy import PLAN, PLANS, wait_all, with_library_variants  # noqa: E402
 
 from training.datasets import Dataset  # noqa: E402
 
@@ -113,11 +113,11 @@ def test_every_job_of_a_named_plan_is_a_valid_benchmark_command(plan: str) -> No
 
 
 def test_jobs_measure_the_adapted_search_wherever_they_measure_the_derivative_one() -> None:
-    assert with_adapted("cosine,derivative,drcnn,drcnn+derivative,drcnn+tta") == (
+    assert with_library_variants("cosine,derivative,drcnn,drcnn+derivative,drcnn+tta") == (
         "cosine,derivative,adapted,drcnn,drcnn+derivative,drcnn+adapted,drcnn+derivative_fit,"
         "drcnn+adapted_fit,drcnn+tta"
     )
-    assert with_adapted("cosine,drcnn") == "cosine,drcnn"
+    assert with_library_variants("cosine,drcnn") == "cosine,drcnn"
 
 
 def test_wait_all_kills_jobs_past_the_deadline() -> None:
