@@ -431,8 +431,8 @@ def split_figures(
     )
     from training.pipeline import (
         calibrate,
+        card_search_scores,
         library_references,
-        reference_similarities,
         served_scores,
     )
 
@@ -454,8 +454,9 @@ def split_figures(
     # what a version exported from this network would answer (its library: the training part)
     refs = library_references(ds, split.train)
     calib, _ = calibrate(tr.model, ds, split, refs)
-    sims = reference_similarities(ds.x[split.test], refs, calib.similarity, n)  # card's metric
-    served = served_scores(tr.test_logits, sims, calib)
+    lib = card_search_scores(ds.x[split.test], refs, calib, n)  # the card's searches
+    served = served_scores(tr.test_logits, lib, calib)
+    sims = lib.similarity
     right = served.pred == y_te
     curves = {
         "network: calibrated probability": accuracy_coverage(after.max(1), after.argmax(1) == y_te),

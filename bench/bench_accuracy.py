@@ -85,6 +85,7 @@ from training.model import (
 from training.pipeline import (
     LIB_T_BOUNDS,
     calibrate_and_publish,
+    card_search_scores,
     choose_library_weight,
     library_references,
     reference_similarities,
@@ -608,9 +609,9 @@ def _open_scores(
     network's own prediction and calibrated top-1 probability; and the best HQI of the cosine and
     derivative searches over the same references."""
     logits = predict_logits(model, x)
-    metrics = {"cosine", "derivative", calib.similarity}  # each library searched once
-    sims = {m: reference_similarities(x, refs, m, logits.shape[1]) for m in metrics}
-    served = served_scores(logits, sims[calib.similarity], calib)
+    n = logits.shape[1]
+    served = served_scores(logits, card_search_scores(x, refs, calib, n), calib)
+    sims = {m: reference_similarities(x, refs, m, n) for m in ("cosine", "derivative")}
     network = softmax(logits, calib.temperature)
     return {
         "pred": served.pred,

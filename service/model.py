@@ -21,9 +21,9 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail as OrtFail
 from service.errors import ModelInvalid
 from service.runtime import OnnxSession, RuntimeConfig
 from spectra.card import CARD_FILE, ONNX_FILE, REFERENCES_FILE, CardError, ModelCard, sha256_file
-from spectra.library import LibrarySearch
 from spectra.preprocess import Preprocessor
 from spectra.references import read_references
+from spectra.scoring import ServedSearch
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,9 @@ class LoadedModel:
     preprocessor: Preprocessor
     references: np.ndarray
     """[C, L] float32 reference spectrum of each class (the mean of its rows), card order."""
-    library: LibrarySearch
-    """The reference rows searched with the card's similarity metric: a query's similarity to a
-    class is its best match among the class's rows."""
+    library: ServedSearch
+    """The reference rows searched with the card's similarity metric and its ranking search: a
+    query's score for a class is its best match among the class's rows."""
 
     index: dict[str, int]
     """Class label -> logit index."""
@@ -93,7 +93,7 @@ def _load(directory: Path, name: str, version: str, cfg: RuntimeConfig) -> Loade
         session,
         Preprocessor(card.grid),
         refs.class_means(len(card.classes)),
-        LibrarySearch(refs.spectra, refs.classes, card.calibration.similarity),
+        ServedSearch.build(refs.spectra, refs.classes, card.calibration),
         {c: i for i, c in enumerate(card.classes)},
     )
 

@@ -2,9 +2,10 @@
 
 The `Predictor` owns a `Batcher` and a single worker thread that runs the synchronous ONNX
 session, so inference never blocks the event loop. Post-processing is vectorised per request:
-the query's best similarity to each class's reference spectra (the card's metric), the card's
-probabilities (`spectra.scoring.combined_probabilities`: temperature-scaled softmax, mixed with a
-softmax over those similarities where the card says so), top-k, and the card's no-match rule.
+the query's best similarity to each class's reference spectra (the card's metric) and its scores
+of the card's ranking search, the card's probabilities (`spectra.scoring.combined_probabilities`:
+temperature-scaled softmax, mixed with a softmax over those scores where the card says so), top-k,
+and the card's no-match rule.
 Requests hold a lease while they use a predictor; a retired predictor (replaced by a reload or
 activation) closes once its last lease is returned, so batches already queued on it finish on its
 session.
@@ -139,12 +140,11 @@ class Predictor:
         self, vectors: np.ndarray, logits: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """The card's [n, C] probabilities for model-ready vectors and their logits, with the
-        [n, C] similarities of each vector to each class's best-matching reference spectrum
-        (what they were mixed with)."""
-        calib = self.model.card.calibration
-        # one small product (rows x L): used for the card's mix and each hit's similarity
-        sims = self.model.library.class_scores(vectors, len(self.model.card.classes))
-        return combined_probabilities(logits, sims, calib), sims
+        [n, C] similarities (HQI) of each vector to each class's closest reference spectrum."""
+        # small products (rows x L): the mix takes the ranking scores, each hit shows its HQI
+        lib = self.model.library.class_scores(vectors, len(self.model.card.classes))
+        probs = combined_probabilities(logits, lib.ranking, self.model.card.calibration)
+        return probs, lib.similarity
 
     def _answer(
         self,

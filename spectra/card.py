@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from spectra.grid import Grid
-from spectra.library import METRICS
+from spectra.library import METRICS, SEARCHES
 
 CARD_FILE = "model.json"
 ONNX_FILE = "model.onnx"
@@ -34,11 +34,13 @@ class Calibration:
     """How logits become the returned probabilities, and the rule that flags "no confident match".
 
     The probabilities are `spectra.scoring.combined_probabilities`: the softmax of logits /
-    `temperature`, mixed with weight `library_weight` with a softmax over the query's `similarity`
-    to each class's closest reference spectrum (divided by `library_temperature`). A prediction is
-    a confident match when its top-1 probability is at least `min_probability` AND the query's
-    similarity to that class's closest reference is at least `min_similarity`. All are chosen on
-    validation at export; the defaults (cosine, weight 0) are the plain softmax of older cards.
+    `temperature`, mixed with weight `library_weight` with a softmax over the query's scores of
+    the library search `search` for each class's best-matching reference spectrum (divided by
+    `library_temperature`). A prediction is a confident match when its top-1 probability is at
+    least `min_probability` AND the query's `similarity` (an HQI in [-1, 1], also shown with each
+    hit) to that class's closest reference is at least `min_similarity`. All are chosen on
+    validation at export; the defaults (cosine, weight 0) are the plain softmax of older cards,
+    and an empty `search` (cards before version 5) mixes the `similarity` metric itself.
     """
 
     temperature: float = 1.0
@@ -47,6 +49,12 @@ class Calibration:
     similarity: str = "cosine"  # a spectra.library METRICS name
     library_weight: float = 0.0
     library_temperature: float = 1.0
+    search: str = ""  # a spectra.library SEARCHES name; "" = the similarity metric
+
+    @property
+    def ranking_search(self) -> str:
+        """The library search whose scores are mixed with the network's probabilities."""
+        return self.search or self.similarity
 
     @property
     def rule(self) -> str:
@@ -64,6 +72,8 @@ class Calibration:
             raise CardError("calibration library_weight must lie in [0, 1]")
         if self.similarity not in METRICS:
             raise CardError(f"calibration similarity must be one of {', '.join(METRICS)}")
+        if self.search and self.search not in SEARCHES:
+            raise CardError(f"calibration search must be one of {', '.join(SEARCHES)}")
 
 
 @dataclass(frozen=True)

@@ -3,16 +3,59 @@
 
     p = (1 - w) * softmax(logits / T) + w * softmax(s / T_lib)
 
-where `s` holds the query's similarity (`Calibration.similarity`, e.g. the derivative HQI) to each
-class's closest reference spectrum, and w, T, T_lib come from the card's `Calibration` (fitted on
-validation). With w = 0, the default of older cards, this is the plain temperature-scaled softmax.
+where `s` holds the query's score of the card's library search (`Calibration.ranking_search`, e.g.
+the adapted search) for each class's best-matching reference spectrum, and w, T, T_lib come from
+the card's `Calibration` (fitted on validation). With w = 0, the default of older cards, this is
+the plain temperature-scaled softmax. `ServedSearch` runs both searches a version needs over its
+references: that one, and the HQI (`Calibration.similarity`) shown and thresholded.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import NamedTuple
+
 import numpy as np
 
 from spectra.card import Calibration
+from spectra.library import LibrarySearch, make_search
+
+
+class LibraryScores(NamedTuple):
+    """A version's library searches for n queries, each [n, C] (class scores: a class's best
+    reference row; -inf where a class has none)."""
+
+    similarity: np.ndarray
+    """HQI of the card's `similarity` metric: shown with each hit, thresholded by the rule."""
+    ranking: np.ndarray
+    """Scores of the card's `ranking_search`: what the mix's library softmax takes."""
+
+
+@dataclass(frozen=True)
+class ServedSearch:
+    """The searches a model version runs over its reference spectra (one object when the card
+    ranks by its similarity metric, as cards before version 5 do)."""
+
+    similarity: LibrarySearch
+    ranking: LibrarySearch
+
+    @classmethod
+    def build(
+        cls, spectra: np.ndarray, labels: np.ndarray, calibration: Calibration
+    ) -> ServedSearch:
+        """Both searches over labelled `spectra` (class indices); fitting the adapted search
+        takes about a second for a few thousand references."""
+        hqi = LibrarySearch(spectra, labels, calibration.similarity)
+        if calibration.ranking_search == calibration.similarity:
+            return cls(hqi, hqi)
+        return cls(hqi, make_search(spectra, labels, calibration.ranking_search))
+
+    def class_scores(self, queries: np.ndarray, n_classes: int) -> LibraryScores:
+        """Both searches' [n, C] class scores for `queries` [n, L] on the version's grid."""
+        sims = self.similarity.class_scores(queries, n_classes)
+        if self.ranking is self.similarity:
+            return LibraryScores(sims, sims)
+        return LibraryScores(sims, self.ranking.class_scores(queries, n_classes))
 
 
 def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -29,15 +72,15 @@ def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def combined_probabilities(
-    logits: np.ndarray, similarities: np.ndarray, calibration: Calibration
+    logits: np.ndarray, ranking: np.ndarray, calibration: Calibration
 ) -> np.ndarray:
-    """[n, C] probabilities from logits and [n, C] similarities to each class's best-matching
-    reference spectrum."""
+    """[n, C] probabilities from logits and [n, C] scores of the card's ranking search for each
+    class's best-matching reference spectrum (`LibraryScores.ranking`)."""
     probs = softmax(logits, calibration.temperature)
     w = calibration.library_weight
     if w == 0:
         return probs
-    return (1 - w) * probs + w * softmax(similarities, calibration.library_temperature)
+    return (1 - w) * probs + w * softmax(ranking, calibration.library_temperature)
 
 
 def match_margin(

@@ -65,6 +65,7 @@ def _metrics_table(m: dict[str, Any]) -> list[str]:
         ("network alone", "test"),
         ("cosine library search", "library_search_test"),
         ("derivative library search", "derivative_search_test"),
+        ("adapted library search", "adapted_search_test"),
     ]
     columns: list[tuple[str, dict[str, Any]]] = [(h, m[k]) for h, k in headings if m.get(k)]
     rows = [
@@ -88,8 +89,8 @@ def _metrics_table(m: dict[str, Any]) -> list[str]:
 def _calibration(card: ModelCard) -> str:
     c = card.calibration
     mix = (
-        f"; mixed with weight {c.library_weight:g} with a softmax over {c.similarity} "
-        f"similarities to each class's closest reference spectrum "
+        f"; mixed with weight {c.library_weight:g} with a softmax over {c.ranking_search} "
+        f"search scores of each class's best-matching reference spectrum "
         f"(temperature {c.library_temperature:.4g})"
         if c.library_weight
         else ""

@@ -5,6 +5,7 @@ raman-train train    --data runs/ds2.npz --out runs/drcnn [--width-div 8] [--spl
 raman-train evaluate --run runs/drcnn
 raman-train export   --run runs/drcnn --store models --name rruff-minerals
 raman-train all      --rruff RRUFF.zip --preset dataset_2 --out runs/drcnn --store models ...
+raman-train recalibrate --base models/rruff-minerals/4 --rruff RRUFF.zip --store models
 """
 
 from __future__ import annotations
@@ -126,11 +127,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
 
 
-def _export_args(p: argparse.ArgumentParser) -> None:
+def _export_args(p: argparse.ArgumentParser, name: str | None = "rruff-minerals") -> None:
     p.add_argument(
         "--store", type=Path, default=Path("models"), help="model store root (default: %(default)s)"
     )
-    p.add_argument("--name", default="rruff-minerals", help="model name (default: %(default)s)")
+    shown = name or "the base version's"
+    p.add_argument("--name", default=name, help=f"model name (default: {shown})")
     p.add_argument("--version", default=None, help="version label (default: next integer)")
     p.add_argument(
         "--max-false-accept",
@@ -177,6 +179,15 @@ def parser() -> argparse.ArgumentParser:
     )
     _train_args(p)
     _export_args(p)
+    p = sub.add_parser(
+        "recalibrate",
+        help="publish an exported version's network again with the current calibration code",
+    )
+    p.add_argument("--base", type=Path, required=True, help="the version directory to start from")
+    p.add_argument(
+        "--rruff", type=Path, required=True, help="the RRUFF zip or folder the base was built from"
+    )
+    _export_args(p, name=None)
     return ap
 
 
@@ -276,6 +287,29 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"exported {target}")
 
 
+def cmd_recalibrate(args: argparse.Namespace) -> None:
+    """Publish a base version's network recalibrated on its own split."""
+    from spectra.card import CardError
+    from training.card_markdown import write
+    from training.recalibrate import RecalibrateError, recalibrate_version
+
+    strict = args.max_false_accept
+    try:
+        target = recalibrate_version(
+            args.base, args.rruff, args.store, args.name, args.version, strict
+        )
+    except (CardError, RecalibrateError, FileNotFoundError) as exc:
+        sys.exit(f"raman-train recalibrate: {exc}")
+    parts = [
+        f"raman-train recalibrate --base {args.base} --rruff {args.rruff}",
+        f"--store {args.store} --name {target.parent.name} --version {target.name}",
+        *([f"--max-false-accept {strict:g}"] if strict is not None else []),
+    ]
+    note = f"# the network of {args.base} (its card says how it was trained), recalibrated:\n"
+    write(target, command=note + " \\\n    ".join(parts))
+    print(f"exported {target}")
+
+
 def reproduce_command(
     run: Path, store: Path, name: str, version: str, max_false_accept: float | None = None
 ) -> str:
@@ -334,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd_evaluate(args)
     elif args.command == "export":
         cmd_export(args)
+    elif args.command == "recalibrate":
+        cmd_recalibrate(args)
     else:
         args.out.mkdir(parents=True, exist_ok=True)
         rruff_out, args.out = args.out, args.out / "dataset.npz"

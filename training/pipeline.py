@@ -17,9 +17,15 @@ import numpy as np
 from torch import nn
 
 from spectra.card import Calibration
-from spectra.library import LibrarySearch
+from spectra.library import make_search
 from spectra.references import MAX_PER_CLASS, References, reference_rows
-from spectra.scoring import combined_probabilities, match_margin, softmax
+from spectra.scoring import (
+    LibraryScores,
+    ServedSearch,
+    combined_probabilities,
+    match_margin,
+    softmax,
+)
 from training.calibration import (
     choose_rejection,
     expected_calibration_error,
@@ -34,7 +40,8 @@ from training.model import DRCNN, DRCNNConfig, LiuCNN, LiuCNNConfig
 from training.splits import Split, make_split
 from training.train import Arrays, Result, TrainConfig, fit, load_checkpoint, predict_logits
 
-SIMILARITY = "derivative"  # the card's similarity metric (the better library search, docs)
+SIMILARITY = "derivative"  # the card's similarity metric: the HQI shown and thresholded
+SEARCH = "adapted"  # the card's ranking search, mixed with the network (the best search, docs)
 # candidate mixes; the network always keeps a share (0.9 added for v3: bench/mix_calibration.py)
 LIBRARY_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 0.9)
 LIB_T_BOUNDS = (1e-4, 10.0)  # similarities differ by hundredths: their temperature is small
@@ -138,28 +145,37 @@ def evaluate_split(
     split: Split,
     served: tuple[References, Calibration] | None = None,
 ) -> dict[str, Any]:
-    """Metrics of `model` and of the cosine and derivative library searches on one split's test
-    part; with `served` = (references, calibration), also of what the service returns: the
-    card's combined probabilities, and the searches run over those references (the spectra the
-    version carries) instead of the training part."""
+    """Metrics of `model` and of the cosine, derivative and adapted library searches on one
+    split's test part; with `served` = (references, calibration), also of what the service
+    returns: the card's combined probabilities, and the searches run over those references (the
+    spectra the version carries) instead of the training part."""
     n = len(ds.classes)
     x_te, y_te = ds.x[split.test], ds.y[split.test]
     logits = predict_logits(model, x_te)
     pred = logits.argmax(1) if len(y_te) else np.zeros(0, dtype=np.int64)
     library = served[0] if served else References(ds.x[split.train], ds.y[split.train])
-    metrics = {"cosine", "derivative", *([served[1].similarity] if served else [])}
-    libs = {m: reference_similarities(x_te, library, m, n) for m in metrics}
+    libs = {m: reference_similarities(x_te, library, m, n) for m in SEARCH_REPORTS}
     out = {
         "split": split.sizes(),
         "model": classification_report(logits, y_te, n),
-        "library_search": classification_report(libs["cosine"], y_te, n),
-        "derivative_search": classification_report(libs["derivative"], y_te, n),
+        **{key: classification_report(libs[m], y_te, n) for m, key in SEARCH_REPORTS.items()},
         "confusion": confusion_matrix(y_te, pred, n).tolist(),
     }
-    if served is not None:  # the searches above ran over the served references already
-        probs = served_scores(logits, libs[served[1].similarity], served[1]).probs
-        out["served"] = classification_report(np.log(probs + 1e-12), y_te, n)
+    if served is not None:
+        calib = served[1]
+        scores = LibraryScores(libs[calib.similarity], libs[calib.ranking_search])
+        out["served"] = classification_report(
+            np.log(served_scores(logits, scores, calib).probs + 1e-12), y_te, n
+        )
     return out
+
+
+SEARCH_REPORTS = {
+    "cosine": "library_search",
+    "derivative": "derivative_search",
+    "adapted": "adapted_search",
+}
+"""Searches `evaluate_split` reports (every metric a card may name), by their key in its result."""
 
 
 @dataclass(frozen=True)
@@ -175,23 +191,34 @@ class ServedScores:
     margin: np.ndarray
 
 
-def served_scores(logits: np.ndarray, sims: np.ndarray, calibration: Calibration) -> ServedScores:
+def served_scores(
+    logits: np.ndarray, scores: LibraryScores, calibration: Calibration
+) -> ServedScores:
     """The service's answer, without the service, for spectra with the network's `logits` and
-    their [n, C] `sims` (`reference_similarities` with the card's metric over the references a
+    their library `scores` (`card_search_scores` with the card's searches over the references a
     version carries): benchmarks score its probabilities and its no-match rule with this."""
-    probs = combined_probabilities(logits, sims, calibration)
+    probs = combined_probabilities(logits, scores.ranking, calibration)
     pred = probs.argmax(1)
     rows = np.arange(len(pred))
-    top_p, top_s = probs[rows, pred], sims[rows, pred]
+    top_p, top_s = probs[rows, pred], scores.similarity[rows, pred]
     return ServedScores(probs, pred, top_p, top_s, match_margin(top_p, top_s, calibration))
 
 
+def card_search_scores(
+    x: np.ndarray, references: References, calibration: Calibration, n_classes: int
+) -> LibraryScores:
+    """What the service's searches (the card's similarity metric and ranking search) answer for
+    spectra `x` over `references`."""
+    search = ServedSearch.build(references.spectra, references.classes, calibration)
+    return search.class_scores(x, n_classes)
+
+
 def reference_similarities(
-    x: np.ndarray, references: References, metric: str, n_classes: int
+    x: np.ndarray, references: References, search: str, n_classes: int
 ) -> np.ndarray:
-    """[n, C] `metric` similarity of each spectrum to its best match among each class's
-    reference spectra (what the service computes)."""
-    return LibrarySearch(references.spectra, references.classes, metric).class_scores(x, n_classes)
+    """[n, C] score of the library search `search` (a `spectra.library.SEARCHES` name) for each
+    spectrum's best match among each class's reference spectra (what the service computes)."""
+    return make_search(references.spectra, references.classes, search).class_scores(x, n_classes)
 
 
 def library_references(ds: Dataset, rows: np.ndarray) -> References:
@@ -236,14 +263,15 @@ def calibrate(
     prior: Calibration | None = None,
 ) -> tuple[Calibration, dict[str, Any]]:
     """Everything in the card's `Calibration`, fitted on the validation part: the network's
-    temperature; the weight (of LIBRARY_WEIGHTS) and temperature of a softmax over derivative
-    similarities to each class's best-matching reference spectrum mixed into it, jointly
-    minimising the mixture's NLL (a proper score: the returned probabilities stay calibrated);
-    then the rejection thresholds on the mixed probabilities. With `max_false_accept` (e.g. 0.1)
-    min_similarity is raised, if needed, to what that share of minerals missing from the library
-    would pass, estimated from validation spectra matched against the other classes only
-    (`training.calibration.impostor_similarity_threshold`; docs/accuracy.md measures it on held-
-    out minerals): fewer unknown minerals reported as a match, more known ones refused.
+    temperature; the weight (of LIBRARY_WEIGHTS) and temperature of a softmax over the SEARCH
+    scores for each class's best-matching reference spectrum mixed into it, jointly minimising
+    the mixture's NLL (a proper score: the returned probabilities stay calibrated); then the
+    rejection thresholds on the mixed probabilities and the SIMILARITY HQI. With
+    `max_false_accept` (e.g. 0.1) min_similarity is raised, if needed, to what that share of
+    minerals missing from the library would pass, estimated from validation spectra matched
+    against the other classes only (`training.calibration.impostor_similarity_threshold`;
+    docs/accuracy.md measures it on held-out minerals): fewer unknown minerals reported as a
+    match, more known ones refused.
 
     A validation part with fewer than MIN_FIT_SPECTRA spectra, or one the fitted mix answers
     entirely right, cannot support the fit: with no error the likelihood keeps rising as the
@@ -251,22 +279,23 @@ def calibrate(
     18 spectra did that). Then the version keeps `prior` (a fine-tune passes its base version's
     calibration; the plain softmax otherwise) and the stats say `fitted: false`."""
     x_val, y_val = ds.x[split.val], ds.y[split.val]
-    fallback = prior or Calibration(similarity=SIMILARITY)
+    fresh = Calibration(similarity=SIMILARITY, search=SEARCH)
+    fallback = prior or fresh
     if len(y_val) == 0:
         return fallback, {"fitted": False, "validation_spectra": 0}
     logits = predict_logits(model, x_val)
     n_classes = len(ds.classes)
-    sims = reference_similarities(x_val, references, SIMILARITY, n_classes)
-    calib = _fit_mix(logits, sims, y_val) if len(y_val) >= MIN_FIT_SPECTRA else None
+    scores = card_search_scores(x_val, references, fresh, n_classes)
+    calib = _fit_mix(logits, scores, y_val) if len(y_val) >= MIN_FIT_SPECTRA else None
     fitted = calib is not None
     if calib is None:
         calib = fallback
-        if calib.similarity != SIMILARITY:  # an older base card's metric
-            sims = reference_similarities(x_val, references, calib.similarity, n_classes)
-    probs = combined_probabilities(logits, sims, calib)
+        if (calib.similarity, calib.ranking_search) != (SIMILARITY, SEARCH):  # an older card's
+            scores = card_search_scores(x_val, references, calib, n_classes)
+    probs = combined_probabilities(logits, scores.ranking, calib)
     stats: dict[str, Any] = {"fitted": fitted, "validation_spectra": len(y_val)}
     if max_false_accept is not None:
-        floor = impostor_similarity_threshold(sims, y_val, max_false_accept)
+        floor = impostor_similarity_threshold(scores.similarity, y_val, max_false_accept)
         stats |= {"max_false_accept": max_false_accept, "impostor_min_similarity": floor}
         calib = replace(calib, min_similarity=max(calib.min_similarity, floor))
     stats |= {
@@ -278,23 +307,23 @@ def calibrate(
     return calib, stats
 
 
-def _fit_mix(logits: np.ndarray, sims: np.ndarray, y: np.ndarray) -> Calibration | None:
+def _fit_mix(logits: np.ndarray, scores: LibraryScores, y: np.ndarray) -> Calibration | None:
     """The network's temperature, the mix and the rejection thresholds fitted on validation
     (see `calibrate`); None when the fitted mix answers every spectrum right (nothing bounds
     the temperatures then)."""
-    base = Calibration(fit_temperature(logits, y), 0.5, 0.0, SIMILARITY)
-    calib = choose_library_weight(logits, sims, y, base)
-    probs = combined_probabilities(logits, sims, calib)
+    base = Calibration(fit_temperature(logits, y), 0.5, 0.0, SIMILARITY, search=SEARCH)
+    calib = choose_library_weight(logits, scores.ranking, y, base)
+    probs = combined_probabilities(logits, scores.ranking, calib)
     pred = probs.argmax(1)
     if (pred == y).all():
         return None
-    min_p, min_s = choose_rejection(probs, sims[np.arange(len(y)), pred], y)
+    min_p, min_s = choose_rejection(probs, scores.similarity[np.arange(len(y)), pred], y)
     return replace(calib, min_probability=float(min_p), min_similarity=float(min_s))
 
 
 def choose_library_weight(
     logits: np.ndarray,
-    sims: np.ndarray,
+    ranking: np.ndarray,
     y: np.ndarray,
     base: Calibration,
     weights: tuple[float, ...] = LIBRARY_WEIGHTS,
@@ -305,7 +334,7 @@ def choose_library_weight(
     give the lowest validation NLL (ties to the lower weight)."""
 
     def nll(calib: Calibration) -> float:
-        probs = combined_probabilities(logits, sims, calib)
+        probs = combined_probabilities(logits, ranking, calib)
         return float(-np.log(probs[np.arange(len(y)), y] + 1e-12).mean())
 
     def refit(calib: Calibration, setter: _Setter, bounds: tuple[float, float]) -> Calibration:
@@ -341,6 +370,17 @@ def references_note(refs: References) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """Where a network came from, as its card records it."""
+
+    source: str  # the RRUFF file's name
+    split: str
+    split_seed: int
+    architecture: dict[str, Any]  # with the training config under "train_config"
+    training: dict[str, Any]  # best_val_acc, best_epoch (and the base a recalibration started from)
+
+
 def export_run(
     run_dir: Path,
     store: Path,
@@ -351,6 +391,28 @@ def export_run(
     """Calibrate on validation, measure on test, and publish a model version
     (`max_false_accept`: see `calibrate`)."""
     spec, ds, model, ckpt, split = load_run(run_dir)
+    origin = Provenance(
+        source=Path(ds.info.get("source", spec.data)).name,
+        split=spec.split,
+        split_seed=spec.split_seed,
+        architecture={**ckpt["arch"], "train_config": ckpt["train_config"]},
+        training={k: ckpt[k] for k in ("best_val_acc", "best_epoch")},
+    )
+    return publish(model, ds, split, origin, store, name, version, max_false_accept)
+
+
+def publish(
+    model: nn.Module,
+    ds: Dataset,
+    split: Split,
+    origin: Provenance,
+    store: Path,
+    name: str,
+    version: str | None = None,
+    max_false_accept: float | None = None,
+) -> Path:
+    """Calibrate a trained network on its split's validation part, measure it on the test part
+    and publish it as a model version (`max_false_accept`: see `calibrate`)."""
     calibration, cal_stats, refs = calibrate_and_publish(model, ds, split, max_false_accept)
     ev = evaluate_split(model, ds, split, served=(refs, calibration))
     ev.pop("confusion")
@@ -364,23 +426,21 @@ def export_run(
         metrics={
             "test": ev["model"],
             "served_test": ev["served"],
-            "library_search_test": ev["library_search"],
-            "derivative_search_test": ev["derivative_search"],
+            **{f"{key}_test": ev[key] for key in SEARCH_REPORTS.values()},
             "split": ev["split"],
             "calibration": cal_stats,
-            "best_val_acc": ckpt["best_val_acc"],
-            "best_epoch": ckpt["best_epoch"],
+            **origin.training,
         },
         data={
-            "source": Path(ds.info.get("source", spec.data)).name,
+            "source": origin.source,
             "citation": RRUFF_CITATION,
             "counts": ds.info.get("counts", {}),
             "rule": ds.info.get("rule", {}),
-            "split": spec.split,
-            "split_seed": spec.split_seed,
+            "split": origin.split,
+            "split_seed": origin.split_seed,
             "references": references_note(refs),
         },
-        architecture={**ckpt["arch"], "train_config": ckpt["train_config"]},
+        architecture=origin.architecture,
         parity_inputs=ds.x[split.test][:64] if len(split.test) else ds.x[:64],
     )
     return export_version(model, inputs, store)

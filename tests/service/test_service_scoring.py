@@ -106,3 +106,42 @@ def test_similarity_is_the_best_match_among_a_class_s_reference_spectra(tmp_path
     pair_mean = (rows[2] + rows[3]) / 2
     np.testing.assert_allclose(mean, pair_mean, atol=1e-6)
     assert own > float(pair_mean @ q / np.linalg.norm(pair_mean) / np.linalg.norm(q)) + 0.1
+
+
+def test_a_card_s_ranking_search_is_what_the_mix_takes(tmp_path: Path) -> None:
+    """A card that ranks by the adapted search (two references per class, so its whitening and
+    hub penalty act): /v2's probabilities are the softmax of the adapted scores, not of the
+    derivative HQI, and /v1 still shows each hit's derivative HQI (the rule's similarity)."""
+    from spectra.library import LibrarySearch, make_search
+    from spectra.scoring import softmax
+
+    name = "adapted"
+    calib = Calibration(1.0, 0.0, 0.0, "derivative", 1.0, 0.1, search="adapted")
+    directory = write_version(tmp_path / "models", name, "1", calibration=calib)
+    others = [650.0, 400.0, 1100.0, 250.0]
+    rows = np.stack([peak(GRID, p) for pair in zip(PEAKS, others, strict=True) for p in pair])
+    labels = np.repeat(np.arange(len(CLASSES)), 2)
+    np.savez(directory / "references.npz", references=rows, labels=np.repeat(CLASSES, 2))
+    settings = Settings(
+        model_store=tmp_path / "models",
+        default_model=name,
+        providers=["CPUExecutionProvider"],
+        warmup_batches=1,
+    )
+    y = np.asarray(spectrum_on_grid(1, noise=0.05)) + 0.6 * peak(GRID, 800.0)
+    row = (y - y.min()) / (y.max() - y.min())
+    tensor = {"name": "spectra", "shape": [1, 1, GRID.points], "datatype": "FP32"}
+    with TestClient(create_app(settings)) as c:
+        v2 = c.post(f"/v2/models/{name}/infer", json={"inputs": [tensor | {"data": row.tolist()}]})
+        query = {"spectra": [{"intensities": row.tolist()}], "top_k": 4}
+        v1 = c.post("/v1/identify", json=query).json()["results"][0]["predictions"]
+    probs = np.asarray(
+        next(o["data"] for o in v2.json()["outputs"] if o["name"] == "probabilities")
+    )
+    x = row[None, :].astype(np.float32)
+    adapted = make_search(rows, labels, "adapted").class_scores(x, len(CLASSES))[0]
+    hqi = LibrarySearch(rows, labels, "derivative").class_scores(x, len(CLASSES))[0]
+    assert not np.allclose(softmax(adapted, 0.1), softmax(hqi, 0.1), atol=0.02)
+    np.testing.assert_allclose(probs, softmax(adapted, 0.1), atol=1e-5)
+    for p in v1:
+        assert p["similarity"] == pytest.approx(hqi[CLASSES.index(p["label"])], abs=1e-5)

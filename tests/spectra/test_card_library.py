@@ -65,6 +65,7 @@ def test_card_save_load_round_trip(tmp_path: Path) -> None:
         "similarity": "cosine",
         "library_weight": 0.0,
         "library_temperature": 1.0,
+        "search": "",
     }
     assert raw["schema_version"] == 1 and raw["input_name"] == "spectra"
     loaded = ModelCard.load(tmp_path)
@@ -114,6 +115,9 @@ def test_a_card_of_the_first_schema_loads_with_the_plain_softmax() -> None:
         (card_dict(calibration={"library_weight": 1.5}), r"library_weight must lie in \[0, 1\]"),
         (card_dict(calibration={"library_weight": -0.1}), "library_weight must lie"),
         (card_dict(calibration={"similarity": "euclid"}), "similarity must be one of"),
+        (card_dict(calibration={"search": "euclid"}), "search must be one of"),
+        (card_dict(calibration={"search": 3}), "search must be one of"),
+        (card_dict(calibration={"similarity": "adapted"}), "similarity must be one of"),
         (card_dict(calibration={"library_weight": "half"}), "invalid model card"),
         (card_dict(name=""), "no name or version"),
         (card_dict(version=""), "no name or version"),

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from spectra.card import Calibration
-from spectra.library import LibrarySearch, similarity_features
-from spectra.scoring import combined_probabilities, match_margin, softmax
+from spectra.library import AdaptedSearch, LibrarySearch, similarity_features
+from spectra.scoring import ServedSearch, combined_probabilities, match_margin, softmax
 
 RNG = np.random.default_rng(4)
 LOGITS = RNG.normal(0, 3, (5, 7))
@@ -61,3 +61,23 @@ def test_match_margin_is_non_negative_exactly_when_both_thresholds_pass() -> Non
     assert margin.tolist() == pytest.approx([0.0, -0.01, -0.1, 0.1, 0.05])
     assert ((margin >= 0) == ((p >= 0.6) & (s >= 0.8))).all()
     assert float(match_margin(0.59, 0.99, calib)) < 0  # one answer at a time (the service)
+
+
+def test_a_card_ranks_by_its_similarity_metric_unless_it_names_a_search() -> None:
+    """Cards before version 5 have no `search`: their mix takes the similarity metric's HQI;
+    a card naming the adapted search mixes its scores and still shows and thresholds the HQI."""
+    library = RNG.uniform(0, 1, (12, 64)).astype(np.float32)
+    labels = np.repeat(np.arange(4), 3)
+    queries = library[::3] + RNG.normal(0, 0.05, (4, 64)).astype(np.float32)
+    old = ServedSearch.build(library, labels, Calibration(similarity="derivative"))
+    assert old.ranking is old.similarity and old.similarity.metric == "derivative"
+    new = ServedSearch.build(
+        library, labels, Calibration(similarity="derivative", search="adapted")
+    )
+    assert isinstance(new.ranking, AdaptedSearch) and not isinstance(new.similarity, AdaptedSearch)
+    old_scores, new_scores = old.class_scores(queries, 5), new.class_scores(queries, 5)
+    np.testing.assert_array_equal(old_scores.ranking, old_scores.similarity)
+    np.testing.assert_allclose(new_scores.similarity, old_scores.similarity)
+    np.testing.assert_allclose(new_scores.ranking, new.ranking.class_scores(queries, 5), rtol=1e-6)
+    assert not np.allclose(new_scores.ranking[:, :4], new_scores.similarity[:, :4])
+    assert np.isneginf(new_scores.ranking[:, 4]).all()  # a class without references

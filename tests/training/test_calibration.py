@@ -270,10 +270,10 @@ def test_a_validation_part_that_cannot_support_a_fit_keeps_the_prior(
 
 
 def test_without_a_prior_an_unfittable_part_gets_the_plain_softmax() -> None:
-    from training.pipeline import SIMILARITY
+    from training.pipeline import SEARCH, SIMILARITY
 
     calib, stats = _calibrate_matched_filter(1.5, n_val=6, prior=None)
-    assert calib == Calibration(similarity=SIMILARITY) and stats["fitted"] is False
+    assert calib == Calibration(similarity=SIMILARITY, search=SEARCH) and not stats["fitted"]
 
 
 def test_published_references_are_the_training_and_validation_spectra() -> None:
@@ -287,20 +287,26 @@ def test_published_references_are_the_training_and_validation_spectra() -> None:
 
 
 def test_served_scores_are_the_versions_probabilities_and_no_match_rule() -> None:
-    """What benchmarks score as "the service" is the card's mix with the similarities to the
-    published references, the predicted class's best-match similarity, and the rule's margin
+    """What benchmarks score as "the service" is the card's mix with the ranking search's scores
+    over the published references, the predicted class's best-match HQI, and the rule's margin
     (>= 0 <=> both pass)."""
-    from spectra.library import LibrarySearch
+    from spectra.library import LibrarySearch, make_search
     from spectra.scoring import combined_probabilities
-    from training.pipeline import served_scores
+    from training.pipeline import card_search_scores, served_scores
     from training.train import predict_logits
 
     _, model, split, calib, refs, (x, _) = _toy_export()
+    assert (calib.similarity, calib.ranking_search) == ("derivative", "adapted")
     x_te = x[split.test]
     logits = predict_logits(model, x_te)
     sims = LibrarySearch(refs.spectra, refs.classes, calib.similarity).class_scores(x_te, 4)
-    served = served_scores(logits, sims, calib)
-    np.testing.assert_allclose(served.probs, combined_probabilities(logits, sims, calib))
+    ranks = make_search(refs.spectra, refs.classes, "adapted").class_scores(x_te, 4)
+    assert not np.allclose(sims, ranks)  # two searches: the check below can tell them apart
+    scores = card_search_scores(x_te, refs, calib, 4)
+    np.testing.assert_allclose(scores.similarity, sims)
+    np.testing.assert_allclose(scores.ranking, ranks)
+    served = served_scores(logits, scores, calib)
+    np.testing.assert_allclose(served.probs, combined_probabilities(logits, ranks, calib))
     rows = np.arange(len(x_te))
     assert (served.pred == served.probs.argmax(1)).all()
     np.testing.assert_allclose(served.similarity, sims[rows, served.pred])

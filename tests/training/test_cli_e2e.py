@@ -58,7 +58,7 @@ def small_rruff_zip(source: Path, target: Path) -> dict[str, list[str]]:
 def test_help_exits_zero() -> None:
     top = run_cli("--help", timeout=120)
     assert top.returncode == 0, explain(top)
-    for command in ("dataset", "train", "evaluate", "export", "all"):
+    for command in ("dataset", "train", "evaluate", "export", "all", "recalibrate"):
         assert command in top.stdout
     train = run_cli("train", "--help", timeout=120)
     assert train.returncode == 0, explain(train)
@@ -114,6 +114,33 @@ def test_all_from_a_real_rruff_subset(shared_rruff_zip: Path, tmp_path: Path) ->
         assert len(z["labels"]) == n_refs
     assert card.data["references"].startswith(f"{n_refs} spectra of the training and validation")
     assert f"- references: {n_refs} spectra" in (version / "README.md").read_text()
+
+    # the same network published again with today's calibration, on the same split
+    again = run_cli(
+        "recalibrate", "--base", str(version), "--rruff", str(tmp_path / "small.zip"),
+        "--store", str(store),
+    )  # fmt: skip
+    assert again.returncode == 0, explain(again)
+    second = ModelCard.load(store / "test-minerals" / "2")
+    assert second.classes == card.classes and second.grid == card.grid
+    assert second.metrics["split"] == card.metrics["split"]
+    assert second.metrics["recalibrated_from"] == "test-minerals/1"
+    assert second.architecture == card.architecture
+    assert second.calibration.ranking_search == "adapted"
+    readme = (store / "test-minerals" / "2" / "README.md").read_text()
+    assert "raman-train recalibrate --base" in readme
+    # a different RRUFF file does not rebuild the version's data set: refused, nothing written
+    chosen.pop("Calcite")
+    other = tmp_path / "other.zip"
+    with zipfile.ZipFile(tmp_path / "small.zip") as src, zipfile.ZipFile(other, "w") as dst:
+        for name in (n for names in chosen.values() for n in names):
+            dst.writestr(name, src.read(name))
+    refused = run_cli(
+        "recalibrate", "--base", str(version), "--rruff", str(other), "--store", str(store)
+    )
+    assert refused.returncode == 1, explain(refused)
+    assert "not the file this version was built from" in refused.stderr
+    assert sorted(p.name for p in (store / "test-minerals").iterdir()) == ["1", "2"]
 
 
 def test_the_cards_reproduce_command_rebuilds_the_same_run(tmp_path: Path) -> None:
