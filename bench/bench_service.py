@@ -161,7 +161,11 @@ def stage_store(model_dir: Path, root: Path) -> tuple[str, str]:
 
 
 @contextmanager
-def running_server(store: Path, name: str, args: argparse.Namespace) -> Iterator[tuple[int, int]]:
+def running_server(
+    store: Path, name: str, args: argparse.Namespace
+) -> Iterator[tuple[int, int, float]]:
+    """The real server on a free loopback port: (port, pid, seconds from launch to ready: the
+    interpreter's start, imports, and loading, checking and warming the model)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -177,10 +181,11 @@ def running_server(store: Path, name: str, args: argparse.Namespace) -> Iterator
         "RAMAN_LOG_LEVEL": "warning",
     }
     cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
+    started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=REPO)
     try:
         wait_ready(proc, port)
-        yield port, proc.pid
+        yield port, proc.pid, time.perf_counter() - started
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
@@ -354,6 +359,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"- service settings: {json.dumps(result['settings'])}",
         f"- {result['duration_s']:g} s per point; load average before/after: {result['load']}",
         f"- mean batch size over the HTTP run: {http['batch_size_mean']}",
+        f"- server start to ready (imports, model load and warm-up): {result['startup_s']} s",
         "",
         "| | p50 ms | p99 ms |",
         "|---|---|---|",
@@ -404,7 +410,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
         name, version = stage_store(model_dir, Path(tmp))
         print("HTTP service:", flush=True)
-        with running_server(Path(tmp), name, args) as (port, pid):
+        with running_server(Path(tmp), name, args) as (port, pid, startup_s):
             _, models = asyncio.run(single_get(port, f"/v1/models/{name}"))
             request = identify_request(card, model_dir)
             http = bench_http(port, pid, request, args.duration)
@@ -431,6 +437,7 @@ def main() -> None:
         "duration_s": args.duration,
         # Other processes on the machine skew every number: the 1/5/15-minute load averages.
         "load": {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]},
+        "startup_s": round(startup_s, 2),
         "raw": raw,
         "http": http,
     }

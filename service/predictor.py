@@ -27,7 +27,7 @@ from service.metrics import Metrics
 from service.model import LoadedModel
 from service.traffic import Traffic
 from spectra.preprocess import Prepared
-from spectra.scoring import combined_probabilities, match_margin
+from spectra.scoring import combined_probabilities, match_margin, softmax
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +121,10 @@ class Predictor:
         with `include_spectrum`, each answer also carries the model input it was computed from."""
         vectors = np.stack([p.values for p in prepared])
         done = await self.logits(vectors)
-        probs, all_sims = self.probabilities(vectors, np.stack([d.value for d in done]))
+        probs = self.probabilities(vectors, np.stack([d.value for d in done]))
         top = top_indices(probs, top_k)
-        sims = np.take_along_axis(all_sims, top, axis=1)
+        # the HQI (shown, and thresholded by the rule) of the hits returned only: their rows
+        sims = self.model.library.similarity.scores_of(vectors, top)
         answers = [
             self._answer(p, d, probs[i], top[i], sims[i])
             for i, (p, d) in enumerate(zip(prepared, done, strict=True))
@@ -136,15 +137,14 @@ class Predictor:
                 }
         return answers
 
-    def probabilities(
-        self, vectors: np.ndarray, logits: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The card's [n, C] probabilities for model-ready vectors and their logits, with the
-        [n, C] similarities (HQI) of each vector to each class's closest reference spectrum."""
-        # small products (rows x L): the mix takes the ranking scores, each hit shows its HQI
-        lib = self.model.library.class_scores(vectors, len(self.model.card.classes))
-        probs = combined_probabilities(logits, lib.ranking, self.model.card.calibration)
-        return probs, lib.similarity
+    def probabilities(self, vectors: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """The card's [n, C] probabilities for model-ready vectors and their logits."""
+        calib = self.model.card.calibration
+        if calib.library_weight == 0:  # no mix: the library is searched for the hits shown only
+            return softmax(logits, calib.temperature)
+        # one product with the whole library (rows x L): the ranking search's class scores
+        ranking = self.model.library.ranking.class_scores(vectors, len(self.model.card.classes))
+        return combined_probabilities(logits, ranking, calib)
 
     def _answer(
         self,

@@ -107,15 +107,40 @@ class LibrarySearch:
         """No similarity is below this (a stand-in score for a class without entries)."""
         return -1.0
 
-    def similarity(self, queries: np.ndarray) -> np.ndarray:
-        """[n_queries, n_library] similarity matrix, within [-1, 1] (float32 rounding of unit
-        rows can put an identical spectrum's dot product a hair above 1; answers show it)."""
-        sim = similarity_features(queries, self.metric) @ self._unit.T
+    def similarity(self, queries: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """[n_queries, n_library] similarity matrix (with `rows`, of those library rows only),
+        within [-1, 1] (float32 rounding of unit rows can put an identical spectrum's dot product
+        a hair above 1; answers show it)."""
+        unit = self._unit if rows is None else self._unit[rows]
+        sim = similarity_features(queries, self.metric) @ unit.T
         return np.clip(sim, -1.0, 1.0, out=sim)
 
     def class_scores(self, queries: np.ndarray, n_classes: int) -> np.ndarray:
         """Best similarity per class ([n_queries, n_classes]); -inf where a class has no entry."""
         return self.best_per_class(self.similarity(queries), n_classes)
+
+    def scores_of(self, queries: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """`class_scores` at the [n_queries, k] class indices `classes` only ([n_queries, k];
+        -inf where a class has no entry): only those classes' rows are compared, so a query's
+        top-k hits cost k classes' rows instead of the whole library."""
+        classes = np.asarray(classes, dtype=np.int64)
+        out = np.full(classes.shape, -np.inf, dtype=np.float32)
+        wanted = np.unique(classes)
+        pos = np.minimum(np.searchsorted(self._classes, wanted), max(len(self._classes) - 1, 0))
+        held = self._classes[pos] == wanted if len(self._classes) else np.zeros(0, dtype=bool)
+        if not held.any():
+            return out
+        # the wanted classes' runs of `_order`, laid end to end
+        ends = np.append(self._starts[1:], len(self._order))
+        lo, lengths = self._starts[pos[held]], ends[pos[held]] - self._starts[pos[held]]
+        run_starts = np.cumsum(lengths) - lengths
+        runs = np.arange(lengths.sum()) + np.repeat(lo - run_starts, lengths)
+        best = np.maximum.reduceat(self.similarity(queries, self._order[runs]), run_starts, axis=1)
+        column = np.full(len(wanted), -1)
+        column[held] = np.arange(held.sum())
+        col = column[np.searchsorted(wanted, classes)]
+        got = np.take_along_axis(best, np.maximum(col, 0), axis=1)
+        return np.where(col >= 0, got, out)
 
     def best_per_class(self, sim: np.ndarray, n_classes: int) -> np.ndarray:
         """Reduce a [n_queries, n_library] similarity matrix over this library's entries to
@@ -163,11 +188,14 @@ class AdaptedSearch(LibrarySearch):
         """No score is below this (a stand-in score for a class without entries)."""
         return -1.0 - self.hub_weight * float(self._hubness.max(initial=0.0))
 
-    def similarity(self, queries: np.ndarray) -> np.ndarray:
-        """[n_queries, n_library] adapted scores: cosine of the whitened features minus each
-        reference's hubness penalty."""
+    def similarity(self, queries: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """[n_queries, n_library] adapted scores (with `rows`, for those library rows only):
+        cosine of the whitened features minus each reference's hubness penalty."""
+        unit, hub = (
+            (self._unit, self._hubness) if rows is None else (self._unit[rows], self._hubness[rows])
+        )
         q = unit_rows(similarity_features(queries, self.metric) @ self._whitening)
-        return q @ self._unit.T - self.hub_weight * self._hubness
+        return q @ unit.T - self.hub_weight * hub
 
 
 def within_class_whitening(

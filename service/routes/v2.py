@@ -157,7 +157,7 @@ async def run_inference(
     logits = np.stack([d.value for d in done]).astype(np.float32)
     tensors = {predictor.model.card.output_name: logits}
     if PROBABILITIES in wanted:  # the same probabilities /v1/identify ranks by
-        probs, _ = predictor.probabilities(rows, logits)
+        probs = predictor.probabilities(rows, logits)
         tensors[PROBABILITIES] = probs.astype(np.float32)
     outputs = [_tensor(n, tensors[n]) for n in wanted]
     answer = {"model_name": name, "model_version": predictor.version, "outputs": outputs}

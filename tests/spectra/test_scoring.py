@@ -81,3 +81,23 @@ def test_a_card_ranks_by_its_similarity_metric_unless_it_names_a_search() -> Non
     np.testing.assert_allclose(new_scores.ranking, new.ranking.class_scores(queries, 5), rtol=1e-6)
     assert not np.allclose(new_scores.ranking[:, :4], new_scores.similarity[:, :4])
     assert np.isneginf(new_scores.ranking[:, 4]).all()  # a class without references
+
+
+@pytest.mark.parametrize("search", ["cosine", "derivative", "adapted"])
+def test_scores_of_some_classes_are_the_class_scores_at_them(search: str) -> None:
+    """The service computes the HQI of the hits it returns only; that must equal the full
+    class-score matrix at those classes, -inf for a class the library lacks."""
+    from spectra.library import make_search
+
+    library = RNG.uniform(0, 1, (15, 64)).astype(np.float32)
+    labels = np.array([3, 0, 0, 1, 3, 3, 1, 0, 4, 4, 0, 1, 3, 0, 4])  # class 2 and 5: no rows
+    lib = make_search(library, labels, search)
+    queries = RNG.uniform(0, 1, (3, 64)).astype(np.float32)
+    classes = np.array([[0, 2, 4], [5, 3, 1], [1, 1, 0]])
+    full = lib.class_scores(queries, 6)
+    np.testing.assert_allclose(
+        lib.scores_of(queries, classes), np.take_along_axis(full, classes, axis=1), rtol=1e-5
+    )
+    assert np.isneginf(lib.scores_of(queries, np.array([[2], [5], [2]]))).all()
+    empty = LibrarySearch(np.zeros((0, 64), np.float32), np.zeros(0, np.int64), "cosine")
+    assert np.isneginf(empty.scores_of(queries, classes)).all()
