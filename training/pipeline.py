@@ -154,7 +154,11 @@ def evaluate_split(
     logits = predict_logits(model, x_te)
     pred = logits.argmax(1) if len(y_te) else np.zeros(0, dtype=np.int64)
     library = served[0] if served else References(ds.x[split.train], ds.y[split.train])
-    libs = {m: reference_similarities(x_te, library, m, n) for m in SEARCH_REPORTS}
+    searches = {
+        *SEARCH_REPORTS,
+        *((served[1].similarity, served[1].ranking_search) if served else ()),
+    }
+    libs = {m: reference_similarities(x_te, library, m, n) for m in searches}
     out = {
         "split": split.sizes(),
         "model": classification_report(logits, y_te, n),

@@ -371,3 +371,18 @@ def test_the_card_says_whether_its_calibration_was_fitted(stats: dict, shown: st
     from training.card_markdown import _ece
 
     assert _ece({"calibration": stats}) == shown
+
+
+def test_served_metrics_follow_whatever_searches_the_card_names() -> None:
+    """A card (say a fine-tune's, keeping an old base's calibration) may name a metric the
+    report does not list by itself (correlation): the served metrics are still computed."""
+    from dataclasses import replace
+
+    from training.pipeline import evaluate_split
+
+    ds, model, split, calib, refs, _ = _toy_export()
+    old = replace(calib, similarity="correlation", search="", library_weight=1.0)
+    served = evaluate_split(model, ds, split, served=(refs, old))["served"]
+    also = evaluate_split(model, ds, split, served=(refs, replace(old, search="adapted")))
+    assert 0.0 <= served["top1"] <= 1.0 and served["n"] == len(split.test)
+    assert set(also) >= {"library_search", "derivative_search", "adapted_search", "served"}
