@@ -63,23 +63,24 @@ def load(model_dir: Path) -> tuple[ModelCard, np.ndarray, np.ndarray]:
     return card, refs.spectra, refs.classes
 
 
-def time_once(call: Callable[[], Any]) -> float:
-    """Seconds one call takes."""
+def timed(call: Callable[[], Any]) -> tuple[float, Any]:
+    """Seconds one call takes, and what it returned."""
     start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
+    result = call()
+    return time.perf_counter() - start, result
 
 
 def measure(dirs: list[Path], repeats: int) -> dict[str, Any]:
     """Build and per-request times of each version's searches (ms, medians), interleaved."""
     loaded = {d: load(d) for d in dirs}
     builds: dict[Path, list[float]] = {d: [] for d in dirs}
-    for _ in range(3):  # a build takes up to a second: three each
+    searches: dict[Path, ServedSearch] = {}
+    for _ in range(3):  # a build takes up to a second: three each, the last one kept
         for d, (card, spectra, classes) in loaded.items():
-            builds[d].append(
-                time_once(partial(ServedSearch.build, spectra, classes, card.calibration))
+            seconds, searches[d] = timed(
+                partial(ServedSearch.build, spectra, classes, card.calibration)
             )
-    searches = {d: ServedSearch.build(s, c, card.calibration) for d, (card, s, c) in loaded.items()}
+            builds[d].append(seconds)
     times: dict[tuple[Path, int, str], list[float]] = {}
     for _ in range(repeats):
         for d, (card, spectra, _) in loaded.items():
@@ -93,7 +94,7 @@ def measure(dirs: list[Path], repeats: int) -> dict[str, Any]:
                     "top_hqi_ms": partial(search.similarity.scores_of, queries, top),
                 }
                 for part, call in calls.items():
-                    times.setdefault((d, n, part), []).append(time_once(call))
+                    times.setdefault((d, n, part), []).append(timed(call)[0])
     out: dict[str, Any] = {}
     for d, (card, spectra, _) in loaded.items():
         calib = card.calibration

@@ -139,6 +139,14 @@ def evaluate_run(run_dir: Path, ds: Dataset | None = None) -> dict[str, Any]:
     return ev
 
 
+SEARCH_REPORTS = {
+    "cosine": "library_search",
+    "derivative": "derivative_search",
+    "adapted": "adapted_search",
+}
+"""Searches `evaluate_split` reports (a card may name others too), by their key in its result."""
+
+
 def evaluate_split(
     model: nn.Module,
     ds: Dataset,
@@ -172,14 +180,6 @@ def evaluate_split(
             np.log(served_scores(logits, scores, calib).probs + 1e-12), y_te, n
         )
     return out
-
-
-SEARCH_REPORTS = {
-    "cosine": "library_search",
-    "derivative": "derivative_search",
-    "adapted": "adapted_search",
-}
-"""Searches `evaluate_split` reports (every metric a card may name), by their key in its result."""
 
 
 @dataclass(frozen=True)

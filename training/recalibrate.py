@@ -40,16 +40,17 @@ def recalibrate_version(
     the next version); returns its directory."""
     base_dir = Path(base_dir)
     card = ModelCard.load(base_dir)
-    ds = rebuild_dataset(card, rruff)
-    try:
-        split = make_split(card.data["split"], ds.y, ds.groups, int(card.data["split_seed"]))
+    try:  # before the data set is rebuilt (tens of seconds): a card without a split is refused
+        kind, seed = str(card.data["split"]), int(card.data["split_seed"])
     except KeyError as exc:
         raise RecalibrateError(f"{base_dir}: the card records no split ({exc})") from None
+    ds = rebuild_dataset(card, rruff)
+    split = make_split(kind, ds.y, ds.groups, seed)
     model = load_weights(base_dir / WEIGHTS_FILE)
     origin = Provenance(
         source=Path(rruff).name,
-        split=card.data["split"],
-        split_seed=int(card.data["split_seed"]),
+        split=kind,
+        split_seed=seed,
         architecture=card.architecture,
         training=_training_record(card, base_dir),
     )
