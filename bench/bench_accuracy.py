@@ -16,7 +16,8 @@ splits (the paper's protocol) and M splits grouped by RRUFF sample. Methods:
   ``drcnn_bn``: BatchNorm running statistics updated with momentum 0.1 instead of Keras' 0.01;
   ``drcnn_dx``: DRCNN whose input is the derivative features (a fixed first layer);
   ``drcnn_rs_dx``: both recursive supervision and the derivative input; ``drcnn_cos``,
-  ``drcnn_rs_cos``: the learning rate annealed on a cosine to 1 % over --epochs;
+  ``drcnn_rs_cos``: the learning rate annealed on a cosine to 1 % over --epochs; ``drcnn_nc``,
+  ``drcnn_rs_nc``: a normalised (cosine) output layer instead of the paper's dense one;
 - ``<net>+<library method>``: a trained network's calibrated softmax averaged with a softmax over
   that library search's similarities (temperatures fitted on validation; ``<net>+lib`` =
   ``<net>+cosine``); ``<net>+<library method>_fit``: the same mix with the library weight chosen
@@ -124,6 +125,8 @@ NETWORKS: dict[str, dict[str, Any]] = {
     "drcnn_rs_dx": {"recursive_supervision": True, "input_transform": "derivative"},
     "drcnn_cos": {"lr_schedule": "cosine"},
     "drcnn_rs_cos": {"recursive_supervision": True, "lr_schedule": "cosine"},
+    "drcnn_nc": {"head": "cosine"},
+    "drcnn_rs_nc": {"recursive_supervision": True, "head": "cosine"},
 }
 DEFAULT_METHODS = ",".join(
     (
@@ -289,6 +292,7 @@ def build_network(method: str, ds: Dataset, opts: Options) -> nn.Module:
         dense_width_div=opts.dense_width_div,
         recursive_supervision=bool(spec.get("recursive_supervision")),
         input_transform=spec.get("input_transform", "none"),
+        head=spec.get("head", "linear"),
     )
     net = DRCNN(cfg)
     if "bn_momentum" in spec:  # the paper's Keras BatchNorm uses 0.01 (see docs/accuracy.md)

@@ -52,6 +52,7 @@ def _arch(arch: dict[str, Any]) -> str:
         "rec_channels",
         "recursive_supervision",
         "input_transform",
+        "head",
     )
     return ", ".join(f"{k}={arch[k]}" for k in keys if k in arch)
 

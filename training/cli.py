@@ -76,6 +76,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="derivative: a fixed first layer feeds the network the derivative library search's "
         "features (square root, Savitzky-Golay first derivative); part of the ONNX graph",
     )
+    g.add_argument(
+        "--head",
+        choices=["linear", "cosine"],
+        default="linear",
+        help="output layer: the paper's dense layer, or cosine: a learned scale times the cosine "
+        "between the last hidden layer and each class's weights (ours; see docs/accuracy.md)",
+    )
     g = p.add_argument_group("training (defaults: the paper's section 2.3)")
     g.add_argument(
         "--split",
@@ -231,6 +238,7 @@ def _spec(args: argparse.Namespace, data: Path):
             depth=args.depth,
             recursive_supervision=args.recursive_supervision,
             input_transform=args.input_transform,
+            head=args.head,
             dense_width_div=args.dense_width_div,
             rec_channels=args.rec_channels,
         )
@@ -334,6 +342,7 @@ def reproduce_command(
             if (t := model.get("input_transform", "none")) != "none"
             else []
         ),
+        *([f"--head {h}"] if (h := model.get("head", "linear")) != "linear" else []),
         *(
             ["--recursive-supervision", f"--aux-weight {train.get('aux_weight', 0.0):g}"]
             if model.get("recursive_supervision")

@@ -22,7 +22,7 @@ from torch import nn
 from spectra.card import ModelCard
 from training.export import ExportInputs, export_version, load_weights
 from training.metrics import classification_report
-from training.model import DRCNN, arch_of
+from training.model import DRCNN, arch_of, output_layer
 from training.pipeline import calibrate_and_publish, references_note
 from training.splits import Split, stratified_split
 from training.train import Arrays, Result, TrainConfig, fit, predict_logits
@@ -56,7 +56,7 @@ def prepare_model(base_dir: Path, n_classes: int, freeze: str) -> nn.Module:
     model = load_weights(Path(base_dir) / "weights.pt")
     assert isinstance(model, DRCNN), "fine-tuning expects a DRCNN base"
     model.cfg.n_classes = n_classes
-    model.out = nn.Linear(model.out.in_features, n_classes)
+    model.out = output_layer(model.cfg.head, model.dense2.out_features, n_classes)
     for name, p in model.named_parameters():
         frozen = (freeze == "features" and name.startswith(FEATURE_PREFIXES)) or (
             freeze == "all_but_last" and not name.startswith("out.")

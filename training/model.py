@@ -5,6 +5,7 @@ The module holds only networks and their config dataclasses; training lives in `
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,6 +15,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from spectra.library import DERIVATIVE_WINDOW, savgol_coefficients
+
+HEADS = ("linear", "cosine")
 
 
 @dataclass
@@ -37,6 +40,7 @@ class DRCNNConfig:
     width_div: int = 1
     dense_width_div: int | None = None  # None: same as width_div
     input_transform: str = "none"  # "derivative": a fixed DerivativeFront before the embedding
+    head: str = "linear"  # HEADS; "cosine": a CosineClassifier output layer (ours, not the paper)
 
     def scaled(self, n: int) -> int:
         """A conv width divided by `width_div`, never below 1."""
@@ -84,10 +88,10 @@ class DRCNN(nn.Module):
         self.bn1 = nn.BatchNorm1d(d1, eps=1e-3, momentum=0.01)  # Keras defaults
         self.dense2 = nn.Linear(d1, d2)  # eq. 22
         self.bn2 = nn.BatchNorm1d(d2, eps=1e-3, momentum=0.01)
-        self.out = nn.Linear(d2, cfg.n_classes)  # eq. 24 (softmax applied outside)
-        self.drop = nn.Dropout(cfg.dropout)
         if cfg.input_transform not in ("none", "derivative"):
             raise ValueError(f"unknown input_transform {cfg.input_transform!r}")
+        self.out = output_layer(cfg.head, d2, cfg.n_classes)  # eq. 24 (softmax applied outside)
+        self.drop = nn.Dropout(cfg.dropout)
         self.front: nn.Module = (
             DerivativeFront() if cfg.input_transform == "derivative" else nn.Identity()
         )
@@ -212,6 +216,39 @@ class DerivativeFront(nn.Module):
         x = F.pad(torch.sqrt(x.clamp(min=0.0)), (self.edge, self.edge), mode="replicate")
         d = F.conv1d(x, self.get_buffer("kernel"))
         return d / d.abs().amax(dim=-1, keepdim=True).clamp(min=1e-6)
+
+
+class CosineClassifier(nn.Module):
+    """Output layer whose logits are a learned scale times the cosine between the features and
+    each class's weight vector (a normalised softmax, as in Chen et al.'s 2019 "Baseline++").
+
+    A linear layer's logit grows with its class's weight norm, which training inflates for
+    classes with many spectra; with one or two training spectra per mineral (a third of
+    dataset_2) that bias works against the rare ones. Normalising both sides removes it; the
+    scale (initialised at AdaCos' sqrt(2)·ln(C − 1)) lets the softmax still become confident.
+    """
+
+    def __init__(self, in_features: int, n_classes: int) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.weight = nn.Parameter(torch.empty(n_classes, in_features))
+        nn.init.xavier_uniform_(self.weight)
+        scale = math.sqrt(2.0) * math.log(max(n_classes - 1, 2))
+        self.log_scale = nn.Parameter(torch.tensor(math.log(scale)))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """[batch, in_features] features -> [batch, n_classes] logits."""
+        cos = F.linear(F.normalize(h, dim=1, eps=1e-6), F.normalize(self.weight, dim=1))
+        return self.log_scale.exp() * cos
+
+
+def output_layer(head: str, in_features: int, n_classes: int) -> nn.Module:
+    """A DRCNN's last layer: the paper's dense layer (`linear`) or a `CosineClassifier`."""
+    if head == "linear":
+        return nn.Linear(in_features, n_classes)
+    if head == "cosine":
+        return CosineClassifier(in_features, n_classes)
+    raise ValueError(f"head must be one of {HEADS}, not {head!r}")
 
 
 def keras_init(module: nn.Module) -> None:

@@ -159,7 +159,7 @@ def test_the_cards_reproduce_command_rebuilds_the_same_run(tmp_path: Path) -> No
     ).save(data)  # fmt: skip
     options = (
         "--grid 30 1599 256 --width-div 16 --dense-width-div 2 --rec-channels 64 --depth 3 "
-        "--recursive-supervision --aux-weight 0.3 --input-transform derivative "
+        "--recursive-supervision --aux-weight 0.3 --input-transform derivative --head cosine "
         "--split grouped --split-seed 2 --seed 5 "
         "--epochs 7 --patience 3 --batch-size 16 --lr 0.002 --lr-schedule cosine "
         "--label-smoothing 0.1 --grad-clip 2.5 "

@@ -13,6 +13,7 @@ import torch
 from spectra.library import derivative_features
 from training.model import (
     DRCNN,
+    CosineClassifier,
     DRCNNConfig,
     LiuCNN,
     LiuCNNConfig,
@@ -206,3 +207,47 @@ def test_a_derivative_front_exports_to_onnx_with_parity(tmp_path: Path) -> None:
     check_graph(path, 128, 3)
     x = np.random.default_rng(1).uniform(0, 1, (5, 128)).astype(np.float32)
     assert check_parity(model, path, x) < 1e-4
+
+
+def test_the_cosine_head_is_a_scaled_cosine_blind_to_feature_and_weight_norms() -> None:
+    head = CosineClassifier(6, 4)
+    h = torch.randn(3, 6)
+    with torch.no_grad():
+        head.weight[2] *= 50.0  # a class whose weights training inflated gains nothing from it
+        got = head(h)
+        w = head.weight
+        want = torch.exp(head.log_scale) * (h @ w.T) / (h.norm(dim=1, keepdim=True) * w.norm(dim=1))
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(head(7.0 * h), got)  # only the direction of the features counts
+        assert torch.all(got.abs() <= torch.exp(head.log_scale) + 1e-5)
+        assert torch.all(torch.isfinite(head(torch.zeros(2, 6))))  # a dead feature vector
+    assert head.log_scale.exp().item() == pytest.approx(2**0.5 * np.log(3))  # AdaCos' scale
+    assert head.log_scale.requires_grad
+
+
+def test_a_cosine_head_drcnn_learns_round_trips_and_exports_with_parity(tmp_path: Path) -> None:
+    from training.export import check_graph, check_parity, export_onnx, load_weights, save_weights
+
+    torch.manual_seed(0)
+    model = DRCNN(small(head="cosine", recursive_supervision=True, depth=2, dropout=0.0))
+    assert isinstance(model.out, CosineClassifier)
+    x, y = torch.rand(10, 1, 256), torch.arange(10) % 5
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(40):  # it can fit ten spectra, through the recursions' heads too
+        opt.zero_grad()
+        logits, aux = model(x, return_aux=True)
+        loss = sum(torch.nn.functional.cross_entropy(z, y) for z in [logits, *aux])
+        assert isinstance(loss, torch.Tensor)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():  # (train mode: BatchNorm's slow running statistics are not the point)
+        assert torch.equal(model(x).argmax(1), y)
+    save_weights(model, tmp_path / "weights.pt")
+    again = load_weights(tmp_path / "weights.pt")
+    assert isinstance(again, DRCNN) and again.cfg.head == "cosine"
+    path = tmp_path / "model.onnx"
+    export_onnx(model.eval(), 256, path)
+    check_graph(path, 256, 5)
+    assert check_parity(model, path, np.random.default_rng(2).uniform(0, 1, (4, 256))) < 1e-4
+    with pytest.raises(ValueError, match="head must be one of"):
+        DRCNN(small(head="arcface"))
