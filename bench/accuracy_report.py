@@ -109,9 +109,10 @@ def write_markdown(results: dict[str, Any]) -> str:
             parts.append(f"## {subset}, {kind} splits (up to {n} split(s))\n")
             parts.append(markdown_table(columns, reference=ref))
             parts.append(_time_limited_md(results, subset, kind))
-    # against the library search, and each network variant against the paper's DRCNN (the
-    # "one change at a time" comparisons of docs/accuracy.md)
-    parts += [_paired_md(results, "cosine"), _paired_md(results, "drcnn")]
+    # against the library searches, and each network variant against the paper's DRCNN and
+    # against it with recursive supervision (the "one change at a time" comparisons of
+    # docs/accuracy.md); a baseline the run lacks gives no table
+    parts += [_paired_md(results, b) for b in PAIRED_BASELINES]
     parts.append(_support_md(results))
     parts += [_calibration_md(results), _training_md(results), _openset_md(results)]
     parts.append(_timing_md(results.get("full_size_epoch", {})))
@@ -128,6 +129,14 @@ def _time_limited_md(results: dict[str, Any], subset: str, kind: str) -> str:
         and r.get("train", {}).get("stopped") == "time_limit"
     ]
     return f"Stopped by the time limit, not by early stopping: {', '.join(cut)}.\n" if cut else ""
+
+
+PAIRED_BASELINES = {  # method -> its title in "Against ... on the same splits"
+    "cosine": "cosine library search",
+    "adapted": "the adapted library search",
+    "drcnn": "the paper's DRCNN",
+    "drcnn_rs": "DRCNN with recursive supervision",
+}
 
 
 def paired(
@@ -167,9 +176,7 @@ def _paired_md(results: dict[str, Any], baseline: str) -> str:
     rows = paired(results, baseline)
     if not rows:
         return ""
-    title = {"cosine": "cosine library search", "drcnn": "the paper's DRCNN"}.get(
-        baseline, baseline
-    )
+    title = PAIRED_BASELINES[baseline]
     lines = [
         f"## Against {title} on the same splits (top-1)\n",
         f"| subset | split | method | N | its top-1 | {baseline} top-1 | difference | W/T/L |",

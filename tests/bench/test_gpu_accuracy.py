@@ -23,7 +23,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
-from accuracy_report import paired, pooled_by_support, write_markdown  # noqa: E402
+from accuracy_report import _paired_md, paired, pooled_by_support, write_markdown  # noqa: E402
 from bench_accuracy import (  # noqa: E402
     LIBRARY_METHODS,
     NETWORKS,
@@ -68,6 +68,18 @@ def test_paired_uses_only_the_splits_both_methods_ran_on() -> None:
     assert row["baseline_mean"] == pytest.approx(0.85)
     assert row["diff_mean"] == pytest.approx(0.025)
     assert (row["wins"], row["ties"], row["losses"]) == (1, 1, 0)
+
+
+def test_paired_tables_only_for_baselines_the_run_has() -> None:
+    runs = [_run(s, m, 0.8 + 0.01 * s) for s in (0, 1) for m in ("adapted", "drcnn_rs")]
+    runs += [_run(0, "drcnn_rs_nc", 0.85), _run(1, "drcnn_rs_nc", 0.79)]
+    results = {"runs": runs}
+    assert _paired_md(results, "cosine") == _paired_md(results, "drcnn") == ""
+    against_rs = _paired_md(results, "drcnn_rs")
+    assert against_rs.startswith("## Against DRCNN with recursive supervision on the same splits")
+    (row,) = [line for line in against_rs.splitlines() if "| drcnn_rs_nc |" in line]
+    assert "| 2 | 0.8200 | 0.8050 | +0.0150 ± 0.0495 | 1 / 0 / 1 |" in row
+    assert "## Against the adapted library search" in _paired_md(results, "adapted")
 
 
 def test_library_openset_scores_every_search_over_each_hold_out(
