@@ -78,7 +78,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--head",
-        choices=["linear", "cosine"],
+        choices=["linear", "cosine"],  # training.model.HEADS (torch-free import)
         default="linear",
         help="output layer: the paper's dense layer, or cosine: a learned scale times the cosine "
         "between the last hidden layer and each class's weights (ours; see docs/accuracy.md)",

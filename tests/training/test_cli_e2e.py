@@ -4,6 +4,7 @@ six minerals so that the whole path takes seconds on a CPU."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -176,3 +177,17 @@ def test_the_cards_reproduce_command_rebuilds_the_same_run(tmp_path: Path) -> No
     assert argv[:3] == ["OMP_NUM_THREADS=1", "raman-train", "all"]
     again = _spec(parser().parse_args(argv[2:]), data)
     assert again == spec
+
+
+def test_the_cli_offers_exactly_the_heads_and_schedules_the_trainer_knows() -> None:
+    """The CLI spells these out to stay torch-free at import; they must not drift apart."""
+    from training.cli import parser
+    from training.model import HEADS
+    from training.train import LR_SCHEDULES
+
+    train = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[
+        "all"
+    ]
+    choices = {a.dest: a.choices for a in train._actions}
+    assert tuple(choices["head"]) == HEADS
+    assert tuple(choices["lr_schedule"]) == tuple(LR_SCHEDULES)
