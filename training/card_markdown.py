@@ -112,6 +112,17 @@ def _ece(m: dict[str, Any]) -> str:
     return f"{ece} (not fitted on {n} validation spectra, too few or none wrong: prior kept)"
 
 
+def reproduce_block(version_dir: Path) -> str | None:
+    """The command in the "Reproduce" section of a version's README.md (as `render` writes
+    it), or None where there is no README or no such section."""
+    path = Path(version_dir) / "README.md"
+    if not path.is_file():
+        return None
+    _, found, rest = path.read_text().partition("\n## Reproduce\n\n```bash\n")
+    command, closed, _ = rest.partition("\n```")
+    return command if found and closed and command.strip() else None
+
+
 def write(version_dir: Path, command: str | None = None) -> Path:
     """Render the card of `version_dir` into its README.md."""
     path = Path(version_dir) / "README.md"

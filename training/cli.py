@@ -313,9 +313,25 @@ def cmd_recalibrate(args: argparse.Namespace) -> None:
         f"--store {args.store} --name {target.parent.name} --version {target.name}",
         *([f"--max-false-accept {strict:g}"] if strict is not None else []),
     ]
-    note = f"# the network of {args.base} (its card says how it was trained), recalibrated:\n"
-    write(target, command=note + " \\\n    ".join(parts))
+    write(target, command=recalibrated_command(args.base, " \\\n    ".join(parts)))
     print(f"exported {target}")
+
+
+def recalibrated_command(base: Path, recalibrate: str) -> str:
+    """The Reproduce text of a recalibrated version: the base's own commands first (copied
+    from its card, so that the new card stands alone once the base is deleted), then
+    `recalibrate`."""
+    from training.card_markdown import reproduce_block
+
+    base_command = reproduce_block(base)
+    if base_command is None:
+        return f"# the network of {base} (its card says how it was trained), recalibrated:\n" + (
+            recalibrate
+        )
+    return (
+        f"# 1. the base version {base}, as its card gives it:\n{base_command}\n"
+        f"# 2. its network recalibrated (--base: the version that step 1 exported):\n" + recalibrate
+    )
 
 
 def reproduce_command(

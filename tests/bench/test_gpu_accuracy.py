@@ -155,7 +155,9 @@ def test_smoke_plan_stops_at_the_deadline_and_packs_one_tarball(
         "--jobs",
         "d1_random_rs_liu",
         "--deadline",
-        "25",
+        # one split takes ~5 s on a 2-core CPU (~7 s beside two trainings); 40 s leaves room
+        # for a slower or busier machine and still stops long before 30 splits (~150 s)
+        "40",
         "--threads",
         "1",
         "--first-seed",

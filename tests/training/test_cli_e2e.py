@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from spectra.card import ModelCard
+from training.card_markdown import reproduce_block
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MINERALS = ("Grossular", "Diamond", "Epidote", "Andradite", "Beryl", "Calcite")
@@ -128,8 +129,13 @@ def test_all_from_a_real_rruff_subset(shared_rruff_zip: Path, tmp_path: Path) ->
     assert second.metrics["recalibrated_from"] == "test-minerals/1"
     assert second.architecture == card.architecture
     assert second.calibration.ranking_search == "adapted"
-    readme = (store / "test-minerals" / "2" / "README.md").read_text()
-    assert "raman-train recalibrate --base" in readme
+    # its card reproduces it alone: the base's own command (copied from the base's card), then
+    # the recalibration
+    base_command = reproduce_block(version)
+    assert base_command is not None and base_command.startswith("OMP_NUM_THREADS=1 raman-train all")
+    steps = reproduce_block(store / "test-minerals" / "2")
+    assert steps is not None
+    assert steps.index(base_command) < steps.index(f"raman-train recalibrate --base {version}")
     # a different RRUFF file does not rebuild the version's data set: refused, nothing written
     chosen.pop("Calcite")
     other = tmp_path / "other.zip"
@@ -142,6 +148,18 @@ def test_all_from_a_real_rruff_subset(shared_rruff_zip: Path, tmp_path: Path) ->
     assert refused.returncode == 1, explain(refused)
     assert "not the file this version was built from" in refused.stderr
     assert sorted(p.name for p in (store / "test-minerals").iterdir()) == ["1", "2"]
+
+
+def test_reproduce_block_reads_back_what_the_card_writes(tmp_path: Path) -> None:
+    assert reproduce_block(tmp_path) is None  # no README
+    readme = tmp_path / "README.md"
+    readme.write_text("# Model card\n\n| metric |\n\n## Data citation\n\nRRUFF\n")
+    assert reproduce_block(tmp_path) is None  # no Reproduce section
+    command = "raman-train all --rruff x.zip \\\n    --store models --name m --version 1"
+    readme.write_text(f"# Model card\n\n## Reproduce\n\n```bash\n{command}\n```\n\n## Data\n")
+    assert reproduce_block(tmp_path) == command
+    readme.write_text("# Model card\n\n## Reproduce\n\n```bash\nraman-train all")  # cut
+    assert reproduce_block(tmp_path) is None
 
 
 def test_the_cards_reproduce_command_rebuilds_the_same_run(tmp_path: Path) -> None:
