@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from spectra.version import code_version
 from training.augment import AugmentConfig, augment
-from training.model import DRCNN, arch_of
+from training.model import DRCNN, CosineClassifier, arch_of
 
 LR_SCHEDULES = ("constant", "cosine")
 COSINE_FLOOR = 0.01  # the cosine schedule's last epoch trains at 1 % of `lr`
@@ -174,6 +174,7 @@ def fit(
             "val_loss": val_loss,
             "val_acc": val_acc,
             "lr": lr,
+            **_head_record(model),
         }
         state.history.append(record)
         state.epoch = epoch
@@ -288,6 +289,14 @@ def _loss(
         return (1 - cfg.aux_weight) * main + cfg.aux_weight * side.mean(), logits
     logits = net(x)
     return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing), logits
+
+
+def _head_record(model: nn.Module) -> dict[str, float]:
+    """A cosine output layer's learned scale (its softmax's sharpness), for the history."""
+    head = getattr(model, "out", None)
+    if not isinstance(head, CosineClassifier):
+        return {}
+    return {"head_scale": float(head.log_scale.detach().exp())}
 
 
 def _train_epoch(

@@ -285,6 +285,19 @@ def test_gradient_clipping_bounds_every_step_and_history_keeps_the_raw_norm(
     assert clipped.history[0]["grad_norm_max"] > clip  # the norm before clipping
 
 
+def test_history_records_a_cosine_heads_learned_scale(arrays: Arrays, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = DRCNN(
+        DRCNNConfig(input_length=LENGTH, n_classes=N_CLASSES, depth=3, width_div=16, head="cosine")
+    )
+    result = fit(model, arrays, train_config(epochs=2), tmp_path)
+    scales = [h["head_scale"] for h in result.history]
+    assert scales[-1] == pytest.approx(float(model.out.log_scale.detach().exp()))
+    assert scales[0] != scales[1]  # learned: it moves from epoch to epoch
+    linear = fit(tiny_model(), arrays, train_config(epochs=1), tmp_path / "linear")
+    assert "head_scale" not in linear.history[0]  # the paper's dense layer has no scale
+
+
 # --- export ---------------------------------------------------------------------------------------
 
 
