@@ -11,6 +11,7 @@ from typing import Any
 from spectra.card import ModelCard
 
 METRIC_ROWS = ("precision", "recall", "f1", "top1", "top3", "top5")
+REPRODUCE_OPENING = "## Reproduce\n\n```bash\n"  # written by `render`, read by `reproduce_block`
 
 
 def render(card: ModelCard, command: str | None = None) -> str:
@@ -35,7 +36,7 @@ def render(card: ModelCard, command: str | None = None) -> str:
     lines.append("")
     lines += _metrics_table(m)
     if command:
-        lines += ["", "## Reproduce", "", "```bash", command, "```"]
+        lines += ["", REPRODUCE_OPENING.rstrip("\n"), command, "```"]
     if card.data.get("citation"):
         lines += ["", "## Data citation", "", card.data["citation"]]
     return "\n".join(lines) + "\n"
@@ -118,7 +119,7 @@ def reproduce_block(version_dir: Path) -> str | None:
     path = Path(version_dir) / "README.md"
     if not path.is_file():
         return None
-    _, found, rest = path.read_text().partition("\n## Reproduce\n\n```bash\n")
+    _, found, rest = path.read_text().partition("\n" + REPRODUCE_OPENING)
     command, closed, _ = rest.partition("\n```")
     return command if found and closed and command.strip() else None
 
