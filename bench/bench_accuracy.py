@@ -113,6 +113,7 @@ AUGMENT_ALONE = {
     "drcnn_noise": AugmentConfig(noise=0.005),
     "drcnn_baseline": AugmentConfig(baseline=0.05),
 }
+MIXUP_ALPHA = 0.4  # Beta(0.4, 0.4): within the 0.1-0.4 that Zhang et al. found best on ImageNet
 NETWORKS: dict[str, dict[str, Any]] = {
     "drcnn": {},
     "drcnn_rs": {"recursive_supervision": True},
@@ -127,6 +128,7 @@ NETWORKS: dict[str, dict[str, Any]] = {
     "drcnn_rs_cos": {"recursive_supervision": True, "lr_schedule": "cosine"},
     "drcnn_nc": {"head": "cosine"},
     "drcnn_rs_nc": {"recursive_supervision": True, "head": "cosine"},
+    "drcnn_rs_mix": {"recursive_supervision": True, "mixup": MIXUP_ALPHA},
 }
 DEFAULT_METHODS = ",".join(
     (
@@ -325,6 +327,7 @@ def train_config(method: str, opts: Options, seed: int) -> TrainConfig:
         grad_clip=opts.grad_clip,
         aux_weight=opts.aux_weight if spec.get("recursive_supervision") else 0.0,
         augment=spec.get("augment", AugmentConfig()),
+        mixup=float(spec.get("mixup", 0.0)),
         checkpoint_every_epoch=False,
         max_seconds=None if left == float("inf") else max(left - opts.train_reserve, 0.0),
     )

@@ -1,8 +1,10 @@
 """On-the-fly augmentation of min-max normalised spectra (batch tensors [B, 1, L]).
 
 The paper augments its organics library by shifting wavenumbers and adding Gaussian noise; we
-add a smooth baseline and intensity scaling as options (`bench/` measures each one). Every
-augmented spectrum is re-normalised to [0, 1] so it matches what the service feeds the model.
+add a smooth baseline and intensity scaling as options (`bench/` measures each one), and mixup
+(Zhang et al., ICLR 2018: convex mixtures of two spectra trained towards the same mixture of
+their labels). Every augmented spectrum is re-normalised to [0, 1] so it matches what the
+service feeds the model.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -56,6 +59,24 @@ def augment(
         out = out + torch.randn(out.shape, generator=gen, device=dev) * cfg.noise
     keep = rand(b, 1, 1) >= cfg.p
     return torch.where(keep, x, _renormalise(out))
+
+
+def mixup(
+    x: torch.Tensor, alpha: float, gen: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Mix each spectrum of `x` ([B, 1, L]) with another of the batch: returns the re-normalised
+    mixtures, the partner of each row and the weight `lam` of the row itself.
+
+    `lam` is drawn once per batch from Beta(alpha, alpha) and folded to [0.5, 1], so the row's
+    own label stays the larger part of its target (what training accuracy is counted against).
+    """
+    # Beta from a numpy generator seeded by `gen`: torch's Beta sampler takes no generator, and
+    # a training run must replay the same mixtures when it is resumed or repeated
+    seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    lam = max(lam, 1.0 - lam)
+    partner = torch.randperm(x.shape[0], generator=gen).to(x.device)
+    return _renormalise(lam * x + (1 - lam) * x[partner]), partner, lam
 
 
 def _shift(x: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

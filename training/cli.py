@@ -116,6 +116,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="weight of the per-recursion losses with --recursive-supervision",
     )
     g.add_argument("--augment-shift", type=float, default=0.0, help="random shift, +- grid points")
+    g.add_argument(
+        "--mixup",
+        type=float,
+        default=0.0,
+        help="mixup: train on mixtures of two spectra, weight ~ Beta(a, a) (0 = off, the paper)",
+    )
     g.add_argument("--augment-noise", type=float, default=0.0, help="Gaussian noise sigma")
     g.add_argument(
         "--augment-baseline", type=float, default=0.0, help="random quadratic baseline amplitude"
@@ -254,6 +260,7 @@ def _spec(args: argparse.Namespace, data: Path):
         "label_smoothing": args.label_smoothing,
         "grad_clip": args.grad_clip,
         "aux_weight": args.aux_weight if args.recursive_supervision else 0.0,
+        "mixup": args.mixup,
         "augment": {
             "shift": args.augment_shift,
             "noise": args.augment_noise,
@@ -375,6 +382,7 @@ def reproduce_command(
         *([f"--label-smoothing {ls:g}"] if (ls := train.get("label_smoothing")) else []),
         *([f"--grad-clip {gc:g}"] if (gc := train.get("grad_clip")) else []),
         *[f"--augment-{k} {v}" for k, v in aug.items() if k != "p" and v],
+        *([f"--mixup {mx:g}"] if (mx := train.get("mixup")) else []),
         *([f"--top-up {spec.top_up_to}"] if spec.top_up_to else []),
         f"--out {run} --store {store} --name {name} --version {version}",
         *([f"--max-false-accept {max_false_accept:g}"] if max_false_accept is not None else []),

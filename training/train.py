@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from spectra.version import code_version
-from training.augment import AugmentConfig, augment
+from training.augment import AugmentConfig, augment, mixup
 from training.model import DRCNN, CosineClassifier, arch_of
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -50,6 +50,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     progress: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mixup: float = 0.0  # > 0: mix each batch's spectra and labels, weight ~ Beta(mixup, mixup)
     # False: no per-epoch checkpoint files; the best weights stay in memory and best.pt is written
     # once at the end (benchmarks: at paper size last.pt with Adam state is ~1.3 GB per epoch).
     checkpoint_every_epoch: bool = True
@@ -277,18 +278,33 @@ def _shard(perm: torch.Tensor) -> torch.Tensor:
     return perm[rank:usable:world]
 
 
+Mix = tuple[torch.Tensor, float] | None
+"""A mixup batch's partner rows and own weight (`training.augment.mixup`); None without mixup."""
+
+
 def _loss(
-    net: nn.Module, model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig
+    net: nn.Module, model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, mix: Mix
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(model, DRCNN) and model.cfg.recursive_supervision and cfg.aux_weight > 0:
         logits, aux = net(x, return_aux=True)
-        main = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-        side = torch.stack(
-            [F.cross_entropy(a, y, label_smoothing=cfg.label_smoothing) for a in aux]
-        )
+        main = _cross_entropy(logits, y, cfg, mix)
+        side = torch.stack([_cross_entropy(a, y, cfg, mix) for a in aux])
         return (1 - cfg.aux_weight) * main + cfg.aux_weight * side.mean(), logits
     logits = net(x)
-    return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing), logits
+    return _cross_entropy(logits, y, cfg, mix), logits
+
+
+def _cross_entropy(
+    logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, mix: Mix
+) -> torch.Tensor:
+    """Cross-entropy against y, or against the mixup target lam * y + (1 - lam) * y[partner]
+    (the loss is linear in the target, so two terms equal one soft-label term)."""
+    own = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    if mix is None:
+        return own
+    partner, lam = mix
+    other = F.cross_entropy(logits, y[partner], label_smoothing=cfg.label_smoothing)
+    return lam * own + (1 - lam) * other
 
 
 def _head_record(model: nn.Module) -> dict[str, float]:
@@ -322,12 +338,16 @@ def _train_epoch(
         idx = order[i : i + cfg.batch_size]
         if idx.numel() < 2:  # BatchNorm needs two samples in training mode
             continue
-        x = augment(xt[idx], cfg.augment, gen).to(device, non_blocking=True)
+        x, mix = augment(xt[idx], cfg.augment, gen), None
+        if cfg.mixup > 0:
+            x, partner, lam = mixup(x, cfg.mixup, gen)
+            mix = (partner.to(device), lam)
+        x = x.to(device, non_blocking=True)
         y = yt[idx].to(device, non_blocking=True)
         with torch.autocast(
             device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"
         ):
-            loss, logits = _loss(net, model, x, y, cfg)
+            loss, logits = _loss(net, model, x, y, cfg, mix)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)

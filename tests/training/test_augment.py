@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from training.augment import AugmentConfig, augment
+from training.augment import AugmentConfig, augment, mixup
 
 
 def peaks(n: int = 64, batch: int = 8) -> torch.Tensor:
@@ -58,3 +58,24 @@ def test_probability_leaves_some_spectra_untouched() -> None:
     out = augment(x, AugmentConfig(noise=0.05, p=0.5), gen())
     untouched = (out == x).all(-1).squeeze(1)
     assert 40 < int(untouched.sum()) < 160
+
+
+def test_mixup_mixes_each_spectrum_with_a_partner_and_renormalises() -> None:
+    x = torch.rand(8, 1, 64, generator=gen(3))
+    out, partner, lam = mixup(x, 0.4, gen())
+    assert sorted(partner.tolist()) == list(range(8))  # every row is someone's partner
+    assert 0.5 <= lam <= 1.0  # folded: the row's own spectrum is the larger part
+    mixed = lam * x + (1 - lam) * x[partner]
+    lo, hi = mixed.amin(-1, keepdim=True), mixed.amax(-1, keepdim=True)
+    assert torch.allclose(out, (mixed - lo) / (hi - lo), atol=1e-6)
+    assert torch.allclose(out.amin(-1), torch.zeros(8, 1), atol=1e-6)
+    assert torch.allclose(out.amax(-1), torch.ones(8, 1), atol=1e-6)
+
+
+def test_mixup_replays_with_the_same_generator_and_varies_between_batches() -> None:
+    x = torch.rand(8, 1, 64, generator=gen(3))
+    first, again = mixup(x, 0.4, gen(1)), mixup(x, 0.4, gen(1))
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    g = gen(1)
+    weights = {mixup(x, 0.4, g)[2] for _ in range(20)}
+    assert len(weights) == 20 and min(weights) < 0.9  # drawn per batch, and really mixing

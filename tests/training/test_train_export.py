@@ -285,6 +285,37 @@ def test_gradient_clipping_bounds_every_step_and_history_keeps_the_raw_norm(
     assert clipped.history[0]["grad_norm_max"] > clip  # the norm before clipping
 
 
+def test_mixup_trains_on_the_mixture_of_both_labels(
+    arrays: Arrays, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With mixup each step's loss is lam * CE(own label) + (1 - lam) * CE(partner's label) on
+    the mixed spectra; without it, plain CE on the spectra as they are."""
+    from training import train
+
+    seen: list[tuple[torch.Tensor, Any]] = []
+    loss = train._cross_entropy
+
+    def spy(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, mix: Any) -> torch.Tensor:
+        seen.append((y, mix))
+        value = loss(logits, y, cfg, mix)
+        if mix is not None:
+            partner, lam = mix
+            soft = lam * torch.nn.functional.one_hot(y, N_CLASSES) + (1 - lam) * (
+                torch.nn.functional.one_hot(y[partner], N_CLASSES)
+            )
+            assert torch.allclose(value, torch.nn.functional.cross_entropy(logits, soft.float()))
+        return value
+
+    monkeypatch.setattr(train, "_cross_entropy", spy)
+    fit(tiny_model(), arrays, train_config(epochs=1), tmp_path / "plain")
+    assert seen and all(mix is None for _, mix in seen)
+    seen.clear()
+    mixed = fit(tiny_model(), arrays, train_config(epochs=2, mixup=0.4), tmp_path / "mix")
+    assert seen and all(mix is not None for _, mix in seen)
+    assert len({mix[1] for _, mix in seen}) > 1  # a new weight per batch
+    assert mixed.history[-1]["val_acc"] > 0.5  # still learns the four classes
+
+
 def test_history_records_a_cosine_heads_learned_scale(arrays: Arrays, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = DRCNN(
