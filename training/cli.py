@@ -116,18 +116,18 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="weight of the per-recursion losses with --recursive-supervision",
     )
     g.add_argument("--augment-shift", type=float, default=0.0, help="random shift, +- grid points")
-    g.add_argument(
-        "--mixup",
-        type=float,
-        default=0.0,
-        help="mixup: train on mixtures of two spectra, weight ~ Beta(a, a) (0 = off, the paper)",
-    )
     g.add_argument("--augment-noise", type=float, default=0.0, help="Gaussian noise sigma")
     g.add_argument(
         "--augment-baseline", type=float, default=0.0, help="random quadratic baseline amplitude"
     )
     g.add_argument(
         "--augment-scale", type=float, default=0.0, help="random intensity scale +- fraction"
+    )
+    g.add_argument(
+        "--mixup",
+        type=float,
+        default=0.0,
+        help="mixup: train on mixtures of two spectra, weight ~ Beta(a, a) (0 = off, the paper)",
     )
     g.add_argument(
         "--top-up",

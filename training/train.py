@@ -59,6 +59,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, not {self.lr_schedule!r}")
+        if not self.mixup >= 0:  # also NaN
+            raise ValueError(f"mixup is a Beta parameter >= 0 (0 = off), not {self.mixup!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""

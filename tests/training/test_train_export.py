@@ -314,6 +314,8 @@ def test_mixup_trains_on_the_mixture_of_both_labels(
     assert seen and all(mix is not None for _, mix in seen)
     assert len({mix[1] for _, mix in seen}) > 1  # a new weight per batch
     assert mixed.history[-1]["val_acc"] > 0.5  # still learns the four classes
+    with pytest.raises(ValueError, match="mixup"):
+        train_config(mixup=-0.4)
 
 
 def test_history_records_a_cosine_heads_learned_scale(arrays: Arrays, tmp_path: Path) -> None:
