@@ -281,7 +281,8 @@ def _shard(perm: torch.Tensor) -> torch.Tensor:
 
 
 Mix = tuple[torch.Tensor, float] | None
-"""A mixup batch's partner rows and own weight (`training.augment.mixup`); None without mixup."""
+"""A mixup batch's partner labels (y[partner]) and own weight (`training.augment.mixup`); None
+without mixup."""
 
 
 def _loss(
@@ -299,13 +300,13 @@ def _loss(
 def _cross_entropy(
     logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, mix: Mix
 ) -> torch.Tensor:
-    """Cross-entropy against y, or against the mixup target lam * y + (1 - lam) * y[partner]
+    """Cross-entropy against y, or against the mixup target lam * y + (1 - lam) * y_partner
     (the loss is linear in the target, so two terms equal one soft-label term)."""
     own = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
     if mix is None:
         return own
-    partner, lam = mix
-    other = F.cross_entropy(logits, y[partner], label_smoothing=cfg.label_smoothing)
+    y_partner, lam = mix
+    other = F.cross_entropy(logits, y_partner, label_smoothing=cfg.label_smoothing)
     return lam * own + (1 - lam) * other
 
 
@@ -341,9 +342,9 @@ def _train_epoch(
         if idx.numel() < 2:  # BatchNorm needs two samples in training mode
             continue
         x, mix = augment(xt[idx], cfg.augment, gen), None
-        if cfg.mixup > 0:
+        if cfg.mixup > 0:  # the partners' labels once per batch, not per (recursion) output
             x, partner, lam = mixup(x, cfg.mixup, gen)
-            mix = (partner.to(device), lam)
+            mix = (yt[idx][partner].to(device, non_blocking=True), lam)
         x = x.to(device, non_blocking=True)
         y = yt[idx].to(device, non_blocking=True)
         with torch.autocast(

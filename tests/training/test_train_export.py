@@ -299,9 +299,10 @@ def test_mixup_trains_on_the_mixture_of_both_labels(
         seen.append((y, mix))
         value = loss(logits, y, cfg, mix)
         if mix is not None:
-            partner, lam = mix
+            y_partner, lam = mix
+            assert sorted(y_partner.tolist()) == sorted(y.tolist())  # the batch's own labels
             soft = lam * torch.nn.functional.one_hot(y, N_CLASSES) + (1 - lam) * (
-                torch.nn.functional.one_hot(y[partner], N_CLASSES)
+                torch.nn.functional.one_hot(y_partner, N_CLASSES)
             )
             assert torch.allclose(value, torch.nn.functional.cross_entropy(logits, soft.float()))
         return value
@@ -313,6 +314,7 @@ def test_mixup_trains_on_the_mixture_of_both_labels(
     mixed = fit(tiny_model(), arrays, train_config(epochs=2, mixup=0.4), tmp_path / "mix")
     assert seen and all(mix is not None for _, mix in seen)
     assert len({mix[1] for _, mix in seen}) > 1  # a new weight per batch
+    assert any(not torch.equal(mix[0], y) for y, mix in seen)  # partners of other classes
     assert mixed.history[-1]["val_acc"] > 0.5  # still learns the four classes
     with pytest.raises(ValueError, match="mixup"):
         train_config(mixup=-0.4)
