@@ -341,12 +341,12 @@ def _train_epoch(
         idx = order[i : i + cfg.batch_size]
         if idx.numel() < 2:  # BatchNorm needs two samples in training mode
             continue
-        x, mix = augment(xt[idx], cfg.augment, gen), None
+        x, y, mix = augment(xt[idx], cfg.augment, gen), yt[idx], None
         if cfg.mixup > 0:  # the partners' labels once per batch, not per (recursion) output
             x, partner, lam = mixup(x, cfg.mixup, gen)
-            mix = (yt[idx][partner].to(device, non_blocking=True), lam)
+            mix = (y[partner].to(device, non_blocking=True), lam)
         x = x.to(device, non_blocking=True)
-        y = yt[idx].to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
         with torch.autocast(
             device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"
         ):
