@@ -201,6 +201,9 @@ class Options:
     grad_clip: float = 0.0  # TrainConfig.grad_clip (0 = off, the paper)
     keep_logits: bool = False  # each trained network's logits.npz in its work folder
     seed: int = 0
+    # added to a split's seed to seed its networks' initialisation and batch order: trainings of
+    # the same split that differ only there (ensembles, run-to-run spread); 0 = earlier runs
+    init_seed_offset: int = 0
     tag: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -320,7 +323,7 @@ def train_config(method: str, opts: Options, seed: int) -> TrainConfig:
         patience=opts.patience,
         lr=opts.lr,
         lr_schedule=str(spec.get("lr_schedule", "constant")),
-        seed=seed,
+        seed=seed + opts.init_seed_offset,
         device=opts.device,
         progress=False,
         label_smoothing=float(spec.get("label_smoothing", 0.0)),
@@ -937,6 +940,14 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--time-full-epoch", type=int, default=0, metavar="BATCHES")
     p.add_argument("--seed", type=int, default=0, help="first split seed")
     p.add_argument(
+        "--init-seed-offset",
+        type=int,
+        default=0,
+        metavar="K",
+        help="seed each network's initialisation and batch order with its split's seed + K "
+        "(another training of the same split, e.g. an ensemble member; tag it with --tag)",
+    )
+    p.add_argument(
         "--deadline",
         type=float,
         default=None,
@@ -992,6 +1003,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         time_full_epoch=a.time_full_epoch,
         tiny=a.tiny,
         seed=a.seed,
+        init_seed_offset=a.init_seed_offset,
         tag=a.tag,
         deadline_at=None if a.deadline is None else time.time() + a.deadline,
         train_reserve=a.train_reserve,
