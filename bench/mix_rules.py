@@ -84,12 +84,27 @@ def split_rules(
     ds: Dataset, split: Split, saved: Any, libraries: list[str]
 ) -> list[dict[str, Any]]:
     """Every rule's test metrics on one split, for the network whose logits are `saved`."""
-    y_val, y_test, n = ds.y[split.val], ds.y[split.test], len(ds.classes)
     logits = {"val": saved["val_logits"], "test": saved["test_logits"]}
-    rows: list[tuple[str, np.ndarray, dict[str, Any]]] = [("network", logits["test"], {})]
-    for name in libraries:  # each library searched once, for every rule that mixes it
+    return rules(ds, split, logits, library_parts(ds, split, libraries))
+
+
+def library_parts(ds: Dataset, split: Split, libraries: list[str]) -> dict[str, Parts]:
+    """Each library search's class scores for the split's validation and test spectra (the
+    library is its training part), searched once for every rule and network that mixes it."""
+    n_val, out = len(split.val), {}
+    for name in libraries:
         scores = library_scores(ds, split, name, np.concatenate([split.val, split.test]))
-        lib = {"val": scores[: len(y_val)], "test": scores[len(y_val) :]}
+        out[name] = {"val": scores[:n_val], "test": scores[n_val:]}
+    return out
+
+
+def rules(
+    ds: Dataset, split: Split, logits: Parts, libs: dict[str, Parts]
+) -> list[dict[str, Any]]:
+    """Every rule's test metrics for a network's `logits` and the libraries' scores `libs`."""
+    y_val, y_test, n = ds.y[split.val], ds.y[split.test], len(ds.classes)
+    rows: list[tuple[str, np.ndarray, dict[str, Any]]] = [("network", logits["test"], {})]
+    for name, lib in libs.items():
         rows.append((name, lib["test"], {}))
         rows.append((f"linear 0.5 {name}", *linear(logits, lib, y_val, False)))
         rows.append((f"linear fitted {name}", *linear(logits, lib, y_val, True)))

@@ -1,0 +1,184 @@
+"""Ensembles of networks trained on the same split, scored on the benchmark's saved logits.
+
+`bench_accuracy.py --keep-logits` writes each trained network's validation and test logits;
+trainings of the same split in several output folders (other methods, or the same method with
+another `--init-seed-offset`) are the members of that split's ensemble. Each member's logits
+are divided by its own temperature, fitted on validation, and the members' probabilities
+averaged; the log of that average stands for the ensemble's logits, so that it is calibrated,
+mixed with a library search and reported by the same rules as one network
+(`mix_rules.rules`: alone, each library alone, linear 0.5 / fitted, log-linear fitted). Every
+member is scored by the same rules beside it, against the same library scores.
+
+    python bench/network_ensemble.py bench/out/cpu_d2_rs_cos_e60_s0 \\
+        bench/out/cpu_d2_rs_e60_i1000_s0 --out bench/out/ensemble.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_accuracy import machine_info, subset_dataset
+from mix_rules import Parts, library_parts, rules, saved_logits
+
+from spectra.scoring import softmax
+from training.calibration import expected_calibration_error, fit_temperature
+from training.datasets import Dataset
+from training.metrics import top1_by_support
+from training.splits import Split, make_split
+
+ENSEMBLE = "ensemble"
+SplitKey = tuple[str, str, int]  # subset, split kind, seed
+
+
+def ensemble(members: list[Parts], y_val: np.ndarray) -> Parts:
+    """Log of the mean of the members' probabilities, each at its own temperature fitted on
+    validation (so that an over-confident member does not outvote the others)."""
+    temps = [fit_temperature(m["val"], y_val) for m in members]
+
+    def mean_probs(part: str) -> np.ndarray:
+        return np.mean([softmax(m[part], t) for m, t in zip(members, temps, strict=True)], 0)
+
+    return {part: np.log(mean_probs(part) + 1e-12) for part in ("val", "test")}
+
+
+def network_record(ds: Dataset, split: Split, logits: Parts, libs: dict[str, Parts]) -> Any:
+    """One network's (or the ensemble's) rules, its top-1 by training support and calibration."""
+    y_val, y_test = ds.y[split.val], ds.y[split.test]
+    t = fit_temperature(logits["val"], y_val)
+    counts = np.bincount(ds.y[split.train], minlength=len(ds.classes))
+    return {
+        "rules": rules(ds, split, logits, libs),
+        "top1_by_support": top1_by_support(logits["test"], y_test, counts),
+        "calibration": {
+            "temperature": t,
+            "ece_before": expected_calibration_error(softmax(logits["test"]), y_test),
+            "ece_after": expected_calibration_error(softmax(logits["test"], t), y_test),
+        },
+    }
+
+
+def split_record(
+    ds: Dataset, split: Split, members: dict[str, Parts], libraries: list[str]
+) -> dict[str, Any]:
+    """Every member and their ensemble on one split, against the same library scores."""
+    libs = library_parts(ds, split, libraries)
+    both = {**members, ENSEMBLE: ensemble(list(members.values()), ds.y[split.val])}
+    return {name: network_record(ds, split, logits, libs) for name, logits in both.items()}
+
+
+def find_members(dirs: list[Path]) -> dict[SplitKey, dict[str, tuple[dict[str, Any], Path]]]:
+    """Per split, each saved training's label (network + the run's --tag) -> (options, path)."""
+    found: dict[SplitKey, dict[str, tuple[dict[str, Any], Path]]] = defaultdict(dict)
+    for d in dirs:
+        opts = json.loads((d / "results.json").read_text())["options"]
+        for subset, kind, seed, network, path in saved_logits(d):
+            label = network + opts.get("tag", "")
+            if label in found[subset, kind, seed]:
+                raise SystemExit(f"{path}: a second {label} on {kind} {seed}: give it a --tag")
+            found[subset, kind, seed][label] = (opts, path)
+    return found
+
+
+def load_members(
+    key: SplitKey, members: dict[str, tuple[dict[str, Any], Path]]
+) -> tuple[Dataset, Split, dict[str, Parts]]:
+    """The split's data set (as the first member's run built it) and each member's logits,
+    checked to be that split's rows."""
+    subset, kind, seed = key
+    opts = next(iter(members.values()))[0]
+    ds = subset_dataset(
+        Path(opts["rruff"]), Path(opts["cache"]), subset, opts["grid_points"], opts["max_classes"]
+    )
+    split = make_split(kind, ds.y, ds.groups, seed)
+    parts = {}
+    for label, (_, path) in members.items():
+        saved = np.load(path)
+        for part in ("val", "test"):
+            if not np.array_equal(saved[f"{part}_rows"], getattr(split, part)):
+                raise SystemExit(f"{path}: its {part} rows are not split {kind} {seed}'s")
+        parts[label] = {"val": saved["val_logits"], "test": saved["test_logits"]}
+    return ds, split, parts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Score each split's members and their ensemble; splits with one training are skipped."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("dirs", type=Path, nargs="+", help="bench_accuracy.py --keep-logits --out dirs")
+    p.add_argument("--libraries", default="derivative,adapted")
+    p.add_argument("--out", type=Path, default=Path("bench/out/network_ensemble.json"))
+    a = p.parse_args(argv)
+    start, runs = time.time(), []
+    for key, members in sorted(find_members(a.dirs).items()):
+        if len(members) < 2:
+            print(f"{key}: one training only ({', '.join(members)}), skipped")
+            continue
+        ds, split, parts = load_members(key, members)
+        networks = split_record(ds, split, parts, a.libraries.split(","))
+        runs.append({"subset": key[0], "split": key[1], "seed": key[2], "networks": networks})
+        print(key, {n: round(r["rules"][0]["metrics"]["top1"], 4) for n, r in networks.items()})
+    if not runs:
+        raise SystemExit("no split has two or more trainings in the given folders")
+    result = {"runs": runs, "machine": machine_info(), "seconds": round(time.time() - start, 1)}
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=1) + "\n")
+    a.out.with_suffix(".md").write_text(markdown(runs))
+    return 0
+
+
+def markdown(runs: list[dict[str, Any]]) -> str:
+    """Per split kind and rule: each network's top-1 per split and mean, top-1 on minerals seen
+    once (pooled), and for the ensemble its difference from the members' mean (points) and on
+    how many splits it beats the better member."""
+    out = []
+    for kind in sorted({r["split"] for r in runs}):
+        part = [r for r in runs if r["split"] == kind]
+        names = list(part[0]["networks"])
+        out += [
+            f"## {kind} splits {' / '.join(str(r['seed']) for r in part)} ({part[0]['subset']})\n",
+            "| rule | network | top-1 per split | mean top-1 | mean top-5 | seen once "
+            "| ensemble vs members' mean (above the better one) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for i, rule in enumerate(x["rule"] for x in part[0]["networks"][ENSEMBLE]["rules"]):
+            if rule != "network" and " " not in rule:  # a library alone: the same for all
+                out.append(_row(part, names, names[0], i, rule, label="—"))
+                continue
+            out += [_row(part, names, name, i, rule) for name in names]
+        out.append("")
+    return "\n".join(out)
+
+
+def _row(
+    part: list[dict[str, Any]], names: list[str], name: str, i: int, rule: str, label: str = ""
+) -> str:
+    """Rule `i` of network `name` on every split of `part`, shown as `label` (default: name)."""
+
+    def top1(run: dict[str, Any], net: str) -> float:
+        return float(run["networks"][net]["rules"][i]["metrics"]["top1"])
+
+    t = np.array([top1(r, name) for r in part])
+    top5 = np.mean([r["networks"][name]["rules"][i]["metrics"]["top5"] for r in part])
+    once = np.sum([r["networks"][name]["top1_by_support"].get("1", [0, 0]) for r in part], 0)
+    seen_once = f"{once[0] / once[1]:.3f}" if rule == "network" and once[1] else ""
+    versus = ""
+    if name == ENSEMBLE:
+        members = np.array([[top1(r, m) for m in names if m != ENSEMBLE] for r in part])
+        d = 100 * (t - members.mean(1))
+        versus = f"{d.mean():+.2f} ({int((t > members.max(1)).sum())} of {len(t)})"
+    per_split = " / ".join(f"{x:.4f}" for x in t)
+    cells = (rule, label or name, per_split, f"{t.mean():.4f}", f"{top5:.4f}", seen_once, versus)
+    return "| " + " | ".join(cells) + " |"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""bench/network_ensemble.py: networks trained on the same split, averaged at their own
+temperatures and scored by the same rules as one network."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from mix_rules import Parts
+from network_ensemble import ENSEMBLE, ensemble, find_members, markdown, split_record
+
+from spectra.scoring import softmax
+from training.datasets import Dataset
+from training.metrics import classification_report
+from training.splits import Split
+
+N_CLASSES = 8
+
+
+def _member(y: np.ndarray, knows: np.ndarray, seed: int, scale: float = 1.0) -> np.ndarray:
+    """Logits right (with a margin) on the samples whose class is in `knows`, noise elsewhere."""
+    z = np.random.default_rng(seed).normal(size=(len(y), N_CLASSES))
+    z[np.isin(y, knows), :] *= 0.3
+    rows = np.flatnonzero(np.isin(y, knows))
+    z[rows, y[rows]] += 3.0
+    return scale * z
+
+
+def _halves(y_val: np.ndarray, y_test: np.ndarray, scale: float = 1.0) -> list[Parts]:
+    """Two members, each knowing half of the classes."""
+    lo, hi = np.arange(N_CLASSES // 2), np.arange(N_CLASSES // 2, N_CLASSES)
+    return [
+        {"val": _member(y_val, k, 10 * i, s), "test": _member(y_test, k, 10 * i + 1, s)}
+        for i, (k, s) in enumerate(((lo, scale), (hi, 1.0)))
+    ]
+
+
+def _labels(seed: int, n: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, N_CLASSES, n)
+
+
+def _top1(logits: np.ndarray, y: np.ndarray) -> float:
+    return float((logits.argmax(1) == y).mean())
+
+
+def test_complementary_members_make_a_better_ensemble() -> None:
+    y_val, y_test = _labels(0, 400), _labels(1, 400)
+    members = _halves(y_val, y_test)
+    ens = ensemble(members, y_val)
+    assert _top1(ens["test"], y_test) > max(_top1(m["test"], y_test) for m in members) + 0.2
+    assert np.allclose(np.exp(ens["test"]).sum(1), 1.0, atol=1e-6)
+
+
+def test_an_overconfident_member_does_not_outvote_the_other() -> None:
+    """Member 0 is scaled 20x (over-confident): averaged raw, its noise would decide the classes
+    it does not know; at their own temperatures both count."""
+    y_val, y_test = _labels(2, 400), _labels(3, 400)
+    members = _halves(y_val, y_test, scale=20.0)
+    raw = np.log(np.mean([softmax(m["test"]) for m in members], 0))
+    ens = ensemble(members, y_val)["test"]
+    assert _top1(ens, y_test) > _top1(raw, y_test) + 0.1
+
+
+def test_one_member_ensemble_ranks_as_that_member() -> None:
+    y_val, y_test = _labels(4, 100), _labels(5, 100)
+    member = _halves(y_val, y_test)[0]
+    ens = ensemble([member], y_val)
+    assert (ens["test"].argmax(1) == member["test"].argmax(1)).all()
+
+
+@pytest.fixture(scope="module")
+def data(
+    make_peak_dataset: Callable[..., tuple[np.ndarray, np.ndarray]],
+    make_toy_dataset: Callable[[np.ndarray, np.ndarray, int], Dataset],
+) -> tuple[Dataset, Split]:
+    x, y = make_peak_dataset(N_CLASSES, 9, 128, seed=3, noise=0.25)
+    order = np.random.default_rng(0).permutation(len(y))
+    third = len(y) // 3
+    ds = make_toy_dataset(x, y, N_CLASSES)
+    return ds, Split(order[:third], order[third : 2 * third], order[2 * third :])
+
+
+def test_split_record_scores_members_and_ensemble_alike(data: tuple[Dataset, Split]) -> None:
+    ds, split = data
+    y_val, y_test = ds.y[split.val], ds.y[split.test]
+    members = dict(zip(("a", "b"), _halves(y_val, y_test), strict=True))
+    rec = split_record(ds, split, members, ["derivative"])
+    assert list(rec) == ["a", "b", ENSEMBLE]
+    ens = ensemble(list(members.values()), y_val)["test"]
+    assert rec[ENSEMBLE]["rules"][0] == {
+        "rule": "network",
+        "metrics": classification_report(ens, y_test, N_CLASSES),
+    }
+    rules = [r["rule"] for r in rec["a"]["rules"]]
+    assert rules[:3] == ["network", "derivative", "linear 0.5 derivative"]
+    # the library alone is one search, the same for every network
+    assert rec["a"]["rules"][1] == rec[ENSEMBLE]["rules"][1]
+    assert sum(n for _, n in rec["b"]["top1_by_support"].values()) == len(y_test)
+    assert rec[ENSEMBLE]["calibration"]["temperature"] > 0
+
+
+def test_members_are_grouped_by_split_and_labelled_by_tag(tmp_path: Path) -> None:
+    for d, tag, folders in (
+        ("one", "@e60", ("dataset_2_1024_random0/drcnn_rs", "dataset_2_1024_random1/drcnn_rs")),
+        ("two", "@i1000", ("dataset_2_1024_random0/drcnn_rs",)),
+    ):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "results.json").write_text(json.dumps({"options": {"tag": tag}}))
+        for f in folders:
+            (tmp_path / d / "work" / f).mkdir(parents=True)
+            (tmp_path / d / "work" / f / "logits.npz").write_bytes(b"")
+    found = find_members([tmp_path / "one", tmp_path / "two"])
+    assert {k: sorted(v) for k, v in found.items()} == {
+        ("dataset_2", "random", 0): ["drcnn_rs@e60", "drcnn_rs@i1000"],
+        ("dataset_2", "random", 1): ["drcnn_rs@e60"],
+    }
+    with pytest.raises(SystemExit, match="give it a --tag"):
+        find_members([tmp_path / "one", tmp_path / "one"])
+
+
+def test_report_compares_the_ensemble_with_its_members() -> None:
+    def run(seed: int, a: float, b: float, e: float) -> dict[str, object]:
+        def net(top1: float) -> dict[str, object]:
+            rules = [("network", top1), ("adapted", 0.8)]
+            return {
+                "rules": [{"rule": r, "metrics": {"top1": t, "top5": 1.0}} for r, t in rules],
+                "top1_by_support": {"1": [1, 4]},
+            }
+
+        return {
+            "subset": "d",
+            "split": "random",
+            "seed": seed,
+            "networks": {"a": net(a), "b": net(b), ENSEMBLE: net(e)},
+        }
+
+    report = markdown([run(0, 0.80, 0.70, 0.85), run(1, 0.80, 0.90, 0.86)])
+    # +10 and +1 points over the members' means 0.75 and 0.85; above the better one once
+    row = "| network | ensemble | 0.8500 / 0.8600 | 0.8550 | 1.0000 | 0.250 | +5.50 (1 of 2) |"
+    assert row in report
+    assert report.count("| adapted |") == 1  # a library alone is listed once
