@@ -98,9 +98,7 @@ def library_parts(ds: Dataset, split: Split, libraries: list[str]) -> dict[str, 
     return out
 
 
-def rules(
-    ds: Dataset, split: Split, logits: Parts, libs: dict[str, Parts]
-) -> list[dict[str, Any]]:
+def rules(ds: Dataset, split: Split, logits: Parts, libs: dict[str, Parts]) -> list[dict[str, Any]]:
     """Every rule's test metrics for a network's `logits` and the libraries' scores `libs`."""
     y_val, y_test, n = ds.y[split.val], ds.y[split.test], len(ds.classes)
     rows: list[tuple[str, np.ndarray, dict[str, Any]]] = [("network", logits["test"], {})]
