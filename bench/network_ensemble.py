@@ -38,6 +38,7 @@ from training.splits import Split, make_split
 
 ENSEMBLE = "ensemble"
 SplitKey = tuple[str, str, int]  # subset, split kind, seed
+SAME_DATA = ("rruff", "max_classes")  # run options the members of one ensemble must share
 
 
 def ensemble(members: list[Parts], y_val: np.ndarray) -> Parts:
@@ -92,10 +93,13 @@ def find_members(dirs: list[Path]) -> dict[SplitKey, dict[str, tuple[dict[str, A
 def load_members(
     key: SplitKey, members: dict[str, tuple[dict[str, Any], Path]]
 ) -> tuple[Dataset, Split, dict[str, Parts]]:
-    """The split's data set (as the first member's run built it) and each member's logits,
-    checked to be that split's rows."""
+    """The split's data set (as the first member's run built it; the library searches run on
+    its grid) and each member's logits, checked to be that split's rows and classes."""
     subset, kind, seed = key
     opts = next(iter(members.values()))[0]
+    for label, (other, _) in members.items():  # the members may differ in grid, not in data
+        if any(other[k] != opts[k] for k in SAME_DATA):
+            raise SystemExit(f"{label} on {kind} {seed}: another {', '.join(SAME_DATA)}")
     ds = subset_dataset(
         Path(opts["rruff"]), Path(opts["cache"]), subset, opts["grid_points"], opts["max_classes"]
     )
@@ -106,6 +110,8 @@ def load_members(
         for part in ("val", "test"):
             if not np.array_equal(saved[f"{part}_rows"], getattr(split, part)):
                 raise SystemExit(f"{path}: its {part} rows are not split {kind} {seed}'s")
+            if saved[f"{part}_logits"].shape[1] != len(ds.classes):
+                raise SystemExit(f"{path}: its logits are not over the {len(ds.classes)} classes")
         parts[label] = {"val": saved["val_logits"], "test": saved["test_logits"]}
     return ds, split, parts
 

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import network_ensemble
 from mix_rules import Parts
-from network_ensemble import ENSEMBLE, ensemble, find_members, markdown, split_record
+from network_ensemble import ENSEMBLE, ensemble, find_members, load_members, markdown, split_record
 
 from spectra.scoring import softmax
 from training.datasets import Dataset
 from training.metrics import classification_report
-from training.splits import Split
+from training.splits import Split, make_split
 
 N_CLASSES = 8
 
@@ -145,3 +146,36 @@ def test_report_compares_the_ensemble_with_its_members() -> None:
     row = "| network | ensemble | 0.8500 / 0.8600 | 0.8550 | 1.0000 | 0.250 | +5.50 (1 of 2) |"
     assert row in report
     assert report.count("| adapted |") == 1  # a library alone is listed once
+
+
+def test_members_must_be_trainings_of_the_same_data_and_split(
+    data: tuple[Dataset, Split], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Members are loaded against the split their first member's run built; one of another
+    RRUFF copy or class count, other rows or other classes is refused, not silently mixed."""
+    ds = data[0]
+    monkeypatch.setattr(network_ensemble, "subset_dataset", lambda *_: ds)
+    split = make_split("random", ds.y, ds.groups, 0)
+    opts = {"rruff": "r.zip", "cache": "c", "grid_points": 128, "max_classes": None}
+
+    def member(name: str, rows: Split = split, n_classes: int = N_CLASSES) -> Path:
+        path = tmp_path / f"{name}.npz"
+        val, test = (np.zeros((len(r), n_classes)) for r in (rows.val, rows.test))
+        np.savez(path, val_rows=rows.val, test_rows=rows.test, val_logits=val, test_logits=test)
+        return path
+
+    key = ("toy", "random", 0)
+    a, b = (opts, member("a")), ({**opts, "grid_points": 64}, member("b"))
+    got_ds, got_split, parts = load_members(key, {"a": a, "b": b})  # another grid is fine
+    assert got_ds is ds and np.array_equal(got_split.test, split.test)
+    assert list(parts) == ["a", "b"] and parts["b"]["test"].shape == (len(split.test), N_CLASSES)
+    other_split = make_split("random", ds.y, ds.groups, 1)
+    refused = {
+        "another rruff": ({**opts, "rruff": "other.zip"}, member("c")),
+        "fewer classes": ({**opts, "max_classes": 4}, member("d")),
+        "other rows": (opts, member("e", rows=other_split)),
+        "other classes": (opts, member("f", n_classes=N_CLASSES - 1)),
+    }
+    for why, bad in refused.items():
+        with pytest.raises(SystemExit):
+            load_members(key, {"a": a, why: bad})
