@@ -80,14 +80,6 @@ def _log_softmaxes(
     )
 
 
-def split_rules(
-    ds: Dataset, split: Split, saved: Any, libraries: list[str]
-) -> list[dict[str, Any]]:
-    """Every rule's test metrics on one split, for the network whose logits are `saved`."""
-    logits = {"val": saved["val_logits"], "test": saved["test_logits"]}
-    return rules(ds, split, logits, library_parts(ds, split, libraries))
-
-
 def library_parts(ds: Dataset, split: Split, libraries: list[str]) -> dict[str, Parts]:
     """Each library search's class scores for the split's validation and test spectra (the
     library is its training part), searched once for every rule and network that mixes it."""
@@ -113,6 +105,27 @@ def rules(ds: Dataset, split: Split, logits: Parts, libs: dict[str, Parts]) -> l
     ]
 
 
+def split_of(opts: dict[str, Any], subset: str, kind: str, seed: int) -> tuple[Dataset, Split]:
+    """Split `kind` `seed` of `subset` as the benchmark run whose options are `opts` built it."""
+    ds = subset_dataset(
+        Path(opts["rruff"]), Path(opts["cache"]), subset, opts["grid_points"], opts["max_classes"]
+    )
+    return ds, make_split(kind, ds.y, ds.groups, seed)
+
+
+def load_logits(path: Path, ds: Dataset, split: Split) -> Parts:
+    """A saved training's validation and test logits, checked to be `split`'s rows over the
+    classes of `ds` (a training of another split or data set is refused, not scored)."""
+    saved, parts = np.load(path), {}
+    for part in ("val", "test"):
+        if not np.array_equal(saved[f"{part}_rows"], getattr(split, part)):
+            raise SystemExit(f"{path}: its {part} rows are not this split's")
+        parts[part] = saved[f"{part}_logits"]
+        if parts[part].shape[1] != len(ds.classes):
+            raise SystemExit(f"{path}: its logits are not over the {len(ds.classes)} classes")
+    return parts
+
+
 def saved_logits(out_dir: Path) -> list[tuple[str, str, int, str, Path]]:
     """(subset, split kind, seed, network, logits.npz) of each training a benchmark kept."""
     found = []
@@ -127,35 +140,37 @@ def saved_logits(out_dir: Path) -> list[tuple[str, str, int, str, Path]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Score every rule on every saved training of the given benchmark output folders."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("dirs", type=Path, nargs="+", help="bench_accuracy.py --out folders")
-    p.add_argument("--libraries", default="derivative,adapted")
-    p.add_argument("--out", type=Path, default=Path("bench/out/mix_rules.json"))
-    a = p.parse_args(argv)
+    a = parse_args(argv, __doc__, Path("bench/out/mix_rules.json"))
     start, runs = time.time(), []
     for d in a.dirs:
         opts = json.loads((d / "results.json").read_text())["options"]
         for subset, kind, seed, network, path in saved_logits(d):
-            ds = subset_dataset(
-                Path(opts["rruff"]),
-                Path(opts["cache"]),
-                subset,
-                opts["grid_points"],
-                opts["max_classes"],
-            )
-            split = make_split(kind, ds.y, ds.groups, seed)
-            saved = np.load(path)
-            if not np.array_equal(saved["test_rows"], split.test):
-                raise SystemExit(f"{path}: its test rows are not split {kind} {seed}'s")
-            rules = split_rules(ds, split, saved, a.libraries.split(","))
+            ds, split = split_of(opts, subset, kind, seed)
+            logits = load_logits(path, ds, split)
+            scored = rules(ds, split, logits, library_parts(ds, split, a.libraries.split(",")))
             runs.append({"subset": subset, "split": kind, "seed": seed, "network": network})
-            runs[-1]["rules"] = rules
-            print(kind, seed, {r["rule"]: round(r["metrics"]["top1"], 4) for r in rules})
-    result = {"runs": runs, "machine": machine_info(), "seconds": round(time.time() - start, 1)}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=1) + "\n")
-    a.out.with_suffix(".md").write_text(markdown(runs))
+            runs[-1]["rules"] = scored
+            print(kind, seed, {r["rule"]: round(r["metrics"]["top1"], 4) for r in scored})
+    write_results(a.out, runs, time.time() - start, markdown(runs))
     return 0
+
+
+def parse_args(argv: list[str] | None, doc: str | None, out: Path) -> argparse.Namespace:
+    """The command line of the scripts that score saved logits: benchmark output folders,
+    `--libraries` to search and mix, `--out` (default `out`)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("dirs", type=Path, nargs="+", help="bench_accuracy.py --keep-logits --out dirs")
+    p.add_argument("--libraries", default="derivative,adapted")
+    p.add_argument("--out", type=Path, default=out)
+    return p.parse_args(argv)
+
+
+def write_results(out: Path, runs: list[dict[str, Any]], seconds: float, report: str) -> None:
+    """`runs` with the machine and wall time as JSON at `out`, `report` beside it (.md)."""
+    result = {"runs": runs, "machine": machine_info(), "seconds": round(seconds, 1)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(report)
 
 
 def markdown(runs: list[dict[str, Any]]) -> str:

@@ -15,7 +15,6 @@ member is scored by the same rules beside it, against the same library scores.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -27,14 +26,22 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_accuracy import machine_info, subset_dataset
-from mix_rules import Parts, library_parts, rules, saved_logits
+from mix_rules import (
+    Parts,
+    library_parts,
+    load_logits,
+    parse_args,
+    rules,
+    saved_logits,
+    split_of,
+    write_results,
+)
 
 from spectra.scoring import softmax
 from training.calibration import expected_calibration_error, fit_temperature
 from training.datasets import Dataset
 from training.metrics import top1_by_support
-from training.splits import Split, make_split
+from training.splits import Split
 
 ENSEMBLE = "ensemble"
 SplitKey = tuple[str, str, int]  # subset, split kind, seed
@@ -100,29 +107,14 @@ def load_members(
     for label, (other, _) in members.items():  # the members may differ in grid, not in data
         if any(other[k] != opts[k] for k in SAME_DATA):
             raise SystemExit(f"{label} on {kind} {seed}: another {', '.join(SAME_DATA)}")
-    ds = subset_dataset(
-        Path(opts["rruff"]), Path(opts["cache"]), subset, opts["grid_points"], opts["max_classes"]
-    )
-    split = make_split(kind, ds.y, ds.groups, seed)
-    parts = {}
-    for label, (_, path) in members.items():
-        saved = np.load(path)
-        for part in ("val", "test"):
-            if not np.array_equal(saved[f"{part}_rows"], getattr(split, part)):
-                raise SystemExit(f"{path}: its {part} rows are not split {kind} {seed}'s")
-            if saved[f"{part}_logits"].shape[1] != len(ds.classes):
-                raise SystemExit(f"{path}: its logits are not over the {len(ds.classes)} classes")
-        parts[label] = {"val": saved["val_logits"], "test": saved["test_logits"]}
+    ds, split = split_of(opts, subset, kind, seed)
+    parts = {label: load_logits(path, ds, split) for label, (_, path) in members.items()}
     return ds, split, parts
 
 
 def main(argv: list[str] | None = None) -> int:
     """Score each split's members and their ensemble; splits with one training are skipped."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("dirs", type=Path, nargs="+", help="bench_accuracy.py --keep-logits --out dirs")
-    p.add_argument("--libraries", default="derivative,adapted")
-    p.add_argument("--out", type=Path, default=Path("bench/out/network_ensemble.json"))
-    a = p.parse_args(argv)
+    a = parse_args(argv, __doc__, Path("bench/out/network_ensemble.json"))
     start, runs = time.time(), []
     for key, members in sorted(find_members(a.dirs).items()):
         if len(members) < 2:
@@ -134,10 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(key, {n: round(r["rules"][0]["metrics"]["top1"], 4) for n, r in networks.items()})
     if not runs:
         raise SystemExit("no split has two or more trainings in the given folders")
-    result = {"runs": runs, "machine": machine_info(), "seconds": round(time.time() - start, 1)}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=1) + "\n")
-    a.out.with_suffix(".md").write_text(markdown(runs))
+    write_results(a.out, runs, time.time() - start, markdown(runs))
     return 0
 
 

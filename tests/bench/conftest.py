@@ -9,6 +9,7 @@ import pytest
 
 from spectra.grid import Grid
 from training.datasets import Dataset
+from training.splits import Split
 
 
 def toy_dataset(x: np.ndarray, y: np.ndarray, n_classes: int) -> Dataset:
@@ -30,3 +31,15 @@ def toy_dataset(x: np.ndarray, y: np.ndarray, n_classes: int) -> Dataset:
 def make_toy_dataset() -> Callable[[np.ndarray, np.ndarray, int], Dataset]:
     """`toy_dataset(x, y, n_classes)`: synthetic spectra as a benchmark data set."""
     return toy_dataset
+
+
+@pytest.fixture(scope="module")
+def noisy_peaks_split(
+    make_peak_dataset: Callable[..., tuple[np.ndarray, np.ndarray]],
+) -> tuple[Dataset, Split]:
+    """8 classes of 9 noisy peak spectra (128 points), so that a library search is good but not
+    perfect, split at random into thirds (train / validation / test)."""
+    x, y = make_peak_dataset(8, 9, 128, seed=3, noise=0.25)
+    order = np.random.default_rng(0).permutation(len(y))
+    third = len(y) // 3
+    return toy_dataset(x, y, 8), Split(order[:third], order[third : 2 * third], order[2 * third :])

@@ -5,7 +5,6 @@ mix) and bench/mix_rules.py's product of experts fitted on saved logits."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +23,9 @@ N_CLASSES = 8
 
 
 @pytest.fixture(scope="module")
-def data(
-    make_peak_dataset: Callable[..., tuple[np.ndarray, np.ndarray]],
-    make_toy_dataset: Callable[[np.ndarray, np.ndarray, int], Dataset],
-) -> tuple[Dataset, Split]:
-    # noisy peaks, so that the library search is good but not perfect
-    x, y = make_peak_dataset(N_CLASSES, 9, 128, seed=3, noise=0.25)
-    n = len(y)
-    ds = make_toy_dataset(x, y, N_CLASSES)
-    order = np.random.default_rng(0).permutation(n)
-    third = n // 3
-    return ds, Split(order[:third], order[third : 2 * third], order[2 * third :])
+def data(noisy_peaks_split: tuple[Dataset, Split]) -> tuple[Dataset, Split]:
+    assert len(noisy_peaks_split[0].classes) == N_CLASSES
+    return noisy_peaks_split
 
 
 def _trained(val_logits: np.ndarray, test_logits: np.ndarray) -> Trained:

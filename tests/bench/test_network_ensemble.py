@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-import network_ensemble
+import mix_rules
 from mix_rules import Parts
 from network_ensemble import ENSEMBLE, ensemble, find_members, load_members, markdown, split_record
 
@@ -76,15 +75,9 @@ def test_one_member_ensemble_ranks_as_that_member() -> None:
 
 
 @pytest.fixture(scope="module")
-def data(
-    make_peak_dataset: Callable[..., tuple[np.ndarray, np.ndarray]],
-    make_toy_dataset: Callable[[np.ndarray, np.ndarray, int], Dataset],
-) -> tuple[Dataset, Split]:
-    x, y = make_peak_dataset(N_CLASSES, 9, 128, seed=3, noise=0.25)
-    order = np.random.default_rng(0).permutation(len(y))
-    third = len(y) // 3
-    ds = make_toy_dataset(x, y, N_CLASSES)
-    return ds, Split(order[:third], order[third : 2 * third], order[2 * third :])
+def data(noisy_peaks_split: tuple[Dataset, Split]) -> tuple[Dataset, Split]:
+    assert len(noisy_peaks_split[0].classes) == N_CLASSES
+    return noisy_peaks_split
 
 
 def test_split_record_scores_members_and_ensemble_alike(data: tuple[Dataset, Split]) -> None:
@@ -154,7 +147,7 @@ def test_members_must_be_trainings_of_the_same_data_and_split(
     """Members are loaded against the split their first member's run built; one of another
     RRUFF copy or class count, other rows or other classes is refused, not silently mixed."""
     ds = data[0]
-    monkeypatch.setattr(network_ensemble, "subset_dataset", lambda *_: ds)
+    monkeypatch.setattr(mix_rules, "subset_dataset", lambda *_: ds)
     split = make_split("random", ds.y, ds.groups, 0)
     opts = {"rruff": "r.zip", "cache": "c", "grid_points": 128, "max_classes": None}
 
