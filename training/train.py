@@ -186,11 +186,12 @@ def fit(
             best.keep(model, state, gen)
         if cfg.checkpoint_every_epoch:
             _save(out_dir / "last.pt", model, opt, state, cfg, gen)
-        if _should_stop(epoch - state.best_epoch >= cfg.patience, device):
-            stopped = "early_stopping"
-            break
+        # every finished epoch is reported, the last one before early stopping included
         if on_epoch is not None and on_epoch(record) is False:
             stopped = "callback"
+            break
+        if _should_stop(epoch - state.best_epoch >= cfg.patience, device):
+            stopped = "early_stopping"
             break
         if cfg.max_seconds is not None and _should_stop(
             time.perf_counter() - start >= cfg.max_seconds, device

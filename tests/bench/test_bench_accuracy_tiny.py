@@ -20,7 +20,7 @@ from training.metrics import METRICS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from accuracy_report import OPENSET_SCORES
-from bench_accuracy import DEFAULT_METHODS, merge_results
+from bench_accuracy import DEFAULT_METHODS, epoch_progress, merge_results
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bench" / "bench_accuracy.py"
@@ -48,6 +48,9 @@ def test_tiny_benchmark_writes_every_method_and_metric(
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # every training reports each epoch as it finishes (long runs are followed in their logs)
+    assert "_random0/drcnn] epoch 1/2: train loss" in proc.stderr
+    assert "_grouped0/drcnn] epoch 2/2: train loss" in proc.stderr
     results = json.loads((out / "results.json").read_text())
     assert (out / "results.md").read_text().startswith("# Accuracy benchmark")
     for kind in ("random", "grouped"):
@@ -84,6 +87,22 @@ def test_tiny_benchmark_writes_every_method_and_metric(
     assert results["datasets"]["dataset_1"]["classes"] == 6
     assert (out / "figures" / "dataset_1_drcnn_confusion.png").is_file()
     _check_merge(results, tmp_path)
+
+
+def test_epoch_progress_writes_one_line_per_epoch_and_never_stops_training(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    report = epoch_progress("dataset_2_1024_random1/drcnn_rs", 60)
+    record = {"epoch": 3, "train_loss": 1.23456, "val_acc": 0.5, "lr": 1e-3}
+    assert report(record) is True and report({**record, "epoch": 4}) is True
+    captured = capsys.readouterr()
+    assert captured.out == ""  # stdout keeps the per-method results only
+    lines = captured.err.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "[dataset_2_1024_random1/drcnn_rs] epoch 3/60",
+        "[dataset_2_1024_random1/drcnn_rs] epoch 4/60",
+    ]
+    assert "train loss 1.2346, val acc 0.5000" in lines[0]
 
 
 def _check_merge(results: dict, tmp_path: Path) -> None:

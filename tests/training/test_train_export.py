@@ -198,9 +198,17 @@ def test_early_stopping_when_validation_never_improves(arrays: Arrays, tmp_path:
     model = tiny_model()
     for m in (model.bn1, model.bn2):
         m.momentum = 0.0  # running statistics frozen: with lr 0 the network never changes
-    result = fit(model, arrays, train_config(lr=0.0, patience=2), tmp_path)
+    seen: list[float] = []
+    result = fit(
+        model,
+        arrays,
+        train_config(lr=0.0, patience=2),
+        tmp_path,
+        on_epoch=lambda r: seen.append(r["epoch"]) is None,
+    )
     assert result.stopped == "early_stopping"
     assert (result.best_epoch, result.epochs_run) == (1, 3)
+    assert seen == [1, 2, 3]  # the epoch that triggered the stop is reported too
 
 
 def test_without_per_epoch_checkpoints_best_weights_are_written_once_at_the_end(
