@@ -95,8 +95,8 @@ from training.pipeline import (
 from training.splits import Split, make_split, stratified_split
 from training.train import (
     Arrays,
-    EpochCallback,
     TrainConfig,
+    epoch_logger,
     fit,
     load_checkpoint,
     predict_embeddings,
@@ -347,24 +347,6 @@ class Trained:
     info: dict[str, Any]
 
 
-def epoch_progress(label: str, epochs: int) -> EpochCallback:
-    """A training callback that writes one flushed line per finished epoch to stderr, so that a
-    run of hours can be followed in its log (results only appear once a network is done)."""
-    start = time.perf_counter()
-
-    def report(record: dict[str, float]) -> bool:
-        print(
-            f"[{label}] epoch {record['epoch']:.0f}/{epochs}: train loss "
-            f"{record['train_loss']:.4f}, val acc {record['val_acc']:.4f}, "
-            f"{time.perf_counter() - start:.0f} s",
-            file=sys.stderr,
-            flush=True,
-        )
-        return True  # never stops the training
-
-    return report
-
-
 def train_network(
     method: str, ds: Dataset, split: Split, opts: Options, seed: int, run_dir: Path
 ) -> Trained:
@@ -372,7 +354,7 @@ def train_network(
     net = build_network(method, ds, opts)
     cfg = train_config(method, opts, seed)
     data = Arrays(ds.x[split.train], ds.y[split.train], ds.x[split.val], ds.y[split.val])
-    progress = epoch_progress(f"{run_dir.parent.name}/{run_dir.name}", cfg.epochs)
+    progress = epoch_logger(f"{run_dir.parent.name}/{run_dir.name}", cfg.epochs)
     result = fit(net, data, cfg, run_dir, on_epoch=progress)
     # evaluate where it trained: a paper-size DRCNN on 2 CPU threads takes minutes per split
     model, _ = load_checkpoint(result.best_path, str(resolve_device(cfg.device)))

@@ -274,8 +274,11 @@ def _spec(args: argparse.Namespace, data: Path):
 def cmd_train(args: argparse.Namespace) -> None:
     """Train and evaluate one run."""
     from training.pipeline import train_run
+    from training.train import epoch_logger
 
-    res = train_run(_spec(args, args.data), args.out, resume=args.resume)
+    # one line per epoch on stderr: tqdm's per-batch bars vanish and leave a log file empty
+    log = epoch_logger(args.out.name, args.epochs)
+    res = train_run(_spec(args, args.data), args.out, resume=args.resume, on_epoch=log)
     print(
         f"best val acc {res.best_val_acc:.4f} at epoch {res.best_epoch} "
         f"({res.epochs_run} epochs, {res.stopped}, {res.seconds:.0f} s)"

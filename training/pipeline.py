@@ -38,7 +38,15 @@ from training.export import ExportInputs, export_version, next_version
 from training.metrics import classification_report, confusion_matrix
 from training.model import DRCNN, DRCNNConfig, LiuCNN, LiuCNNConfig
 from training.splits import Split, make_split
-from training.train import Arrays, Result, TrainConfig, fit, load_checkpoint, predict_logits
+from training.train import (
+    Arrays,
+    EpochCallback,
+    Result,
+    TrainConfig,
+    fit,
+    load_checkpoint,
+    predict_logits,
+)
 
 SIMILARITY = "derivative"  # the card's similarity metric: the HQI shown and thresholded
 SEARCH = "adapted"  # the card's ranking search, mixed with the network (the best search, docs)
@@ -99,7 +107,9 @@ def split_arrays(ds: Dataset, spec: RunSpec, seed: int) -> tuple[Split, Arrays]:
     return split, arrays
 
 
-def train_run(spec: RunSpec, run_dir: Path, resume: bool = False, on_epoch: Any = None) -> Result:
+def train_run(
+    spec: RunSpec, run_dir: Path, resume: bool = False, on_epoch: EpochCallback | None = None
+) -> Result:
     """Train one run and evaluate its best checkpoint on the test part."""
     run_dir.mkdir(parents=True, exist_ok=True)
     spec.save(run_dir)

@@ -10,6 +10,7 @@ is DistributedDataParallel-correct: each rank trains on its shard, rank 0 valida
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -110,6 +111,25 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
 
 EpochCallback = Callable[[dict[str, float]], bool]
 """Called after every epoch with its record; returning False stops training (used for cancel)."""
+
+
+def epoch_logger(label: str, epochs: int) -> EpochCallback:
+    """A callback that writes one flushed line per finished epoch to stderr (rank 0 only), so that
+    a training of hours can be followed in its log; it never stops the training."""
+    start = time.perf_counter()
+
+    def report(record: dict[str, float]) -> bool:
+        if _is_main():
+            print(
+                f"[{label}] epoch {record['epoch']:.0f}/{epochs}: train loss "
+                f"{record['train_loss']:.4f}, val acc {record['val_acc']:.4f}, "
+                f"{time.perf_counter() - start:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        return True
+
+    return report
 
 
 def resolve_device(name: str) -> torch.device:

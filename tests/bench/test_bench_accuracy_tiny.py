@@ -20,7 +20,7 @@ from training.metrics import METRICS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from accuracy_report import OPENSET_SCORES
-from bench_accuracy import DEFAULT_METHODS, epoch_progress, merge_results
+from bench_accuracy import DEFAULT_METHODS, merge_results
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bench" / "bench_accuracy.py"
@@ -87,22 +87,6 @@ def test_tiny_benchmark_writes_every_method_and_metric(
     assert results["datasets"]["dataset_1"]["classes"] == 6
     assert (out / "figures" / "dataset_1_drcnn_confusion.png").is_file()
     _check_merge(results, tmp_path)
-
-
-def test_epoch_progress_writes_one_line_per_epoch_and_never_stops_training(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    report = epoch_progress("dataset_2_1024_random1/drcnn_rs", 60)
-    record = {"epoch": 3, "train_loss": 1.23456, "val_acc": 0.5, "lr": 1e-3}
-    assert report(record) is True and report({**record, "epoch": 4}) is True
-    captured = capsys.readouterr()
-    assert captured.out == ""  # stdout keeps the per-method results only
-    lines = captured.err.splitlines()
-    assert [line.split(":")[0] for line in lines] == [
-        "[dataset_2_1024_random1/drcnn_rs] epoch 3/60",
-        "[dataset_2_1024_random1/drcnn_rs] epoch 4/60",
-    ]
-    assert "train loss 1.2346, val acc 0.5000" in lines[0]
 
 
 def _check_merge(results: dict, tmp_path: Path) -> None:

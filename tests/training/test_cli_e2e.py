@@ -11,6 +11,7 @@ import subprocess
 import sys
 import zipfile
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,30 @@ def test_all_from_a_real_rruff_subset(shared_rruff_zip: Path, tmp_path: Path) ->
     assert refused.returncode == 1, explain(refused)
     assert "not the file this version was built from" in refused.stderr
     assert sorted(p.name for p in (store / "test-minerals").iterdir()) == ["1", "2"]
+
+
+def test_train_writes_one_line_per_epoch_to_stderr(
+    make_peak_dataset: Callable[..., tuple[np.ndarray, np.ndarray]], tmp_path: Path
+) -> None:
+    """`raman-train train` can be followed in a log file: tqdm's per-batch bars vanish, so each
+    finished epoch also writes a line of its own (here with the bars off)."""
+    from spectra.grid import Grid
+    from training.datasets import Dataset
+
+    x, y = make_peak_dataset(4, 12, 256, seed=5)
+    n = len(y)
+    data = tmp_path / "ds.npz"
+    Dataset(
+        x, y, ["a", "b", "c", "d"], np.array([f"R{i}" for i in range(n)]), np.array([""] * n),
+        np.ones(n, np.float32), Grid(30.0, 1599.0, 256), {"rule": {"name": "dataset_1"}},
+    ).save(data)  # fmt: skip
+    options = "--width-div 16 --depth 3 --epochs 3 --patience 3 --no-progress"
+    proc = run_cli("train", "--data", str(data), "--out", str(tmp_path / "run7"), *options.split())
+    assert proc.returncode == 0, explain(proc)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("[run7] epoch ")]
+    assert [line.split(":")[0] for line in lines] == [f"[run7] epoch {k}/3" for k in (1, 2, 3)]
+    assert all(", val acc " in line for line in lines)
+    assert "(3 epochs, max_epochs" in proc.stdout and "] epoch " not in proc.stdout
 
 
 def test_reproduce_block_reads_back_what_the_card_writes(tmp_path: Path) -> None:

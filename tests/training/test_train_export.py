@@ -38,6 +38,7 @@ from training.train import (
     COSINE_FLOOR,
     Arrays,
     TrainConfig,
+    epoch_logger,
     fit,
     load_checkpoint,
     lr_at,
@@ -231,6 +232,34 @@ def test_time_limit_stops_after_the_epoch_that_reaches_it(arrays: Arrays, tmp_pa
     result = fit(tiny_model(), arrays, train_config(max_seconds=0.0), tmp_path)
     assert (result.stopped, result.epochs_run) == ("time_limit", 1)
     assert (tmp_path / "best.pt").exists()
+
+
+def test_epoch_logger_writes_one_line_per_epoch_and_never_stops_training(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    report = epoch_logger("dataset_2_1024_random1/drcnn_rs", 60)
+    record = {"epoch": 3, "train_loss": 1.23456, "val_acc": 0.5, "lr": 1e-3}
+    assert report(record) is True and report({**record, "epoch": 4}) is True
+    captured = capsys.readouterr()
+    assert captured.out == ""  # stdout keeps a command's results
+    lines = captured.err.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "[dataset_2_1024_random1/drcnn_rs] epoch 3/60",
+        "[dataset_2_1024_random1/drcnn_rs] epoch 4/60",
+    ]
+    assert "train loss 1.2346, val acc 0.5000" in lines[0]
+
+
+def test_epoch_logger_is_quiet_on_ranks_other_than_0(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under torchrun every rank runs the callback; one line per epoch, not one per rank."""
+    import training.train
+
+    monkeypatch.setattr(training.train, "_is_main", lambda: False)
+    record = {"epoch": 1, "train_loss": 1.0, "val_acc": 0.5}
+    assert epoch_logger("run", 2)(record) is True
+    assert capsys.readouterr().err == ""
 
 
 def test_train_config_round_trip() -> None:
