@@ -160,6 +160,7 @@ HISTORY_KEYS = (
     "grad_norm_max",
     "val_loss",
     "val_acc",
+    "seconds",  # since the training started: where a slow run spent its time
 )
 IMPOSTOR_SHARES = (0.05, 0.1, 0.2)  # false-accept targets of the stricter open-set rules
 OPENSET_LIBRARY_SEEDS = 5  # class hold-outs of the library-only open-set experiment

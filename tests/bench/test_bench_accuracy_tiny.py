@@ -69,6 +69,8 @@ def test_tiny_benchmark_writes_every_method_and_metric(
     history = drcnn["train"]["history"]  # one record per epoch, to read a failed run afterwards
     assert [h["epoch"] for h in history] == list(range(1, drcnn["train"]["epochs_run"] + 1))
     assert all(h["grad_norm_max"] > 0 and 0 <= h["val_acc"] <= 1 for h in history)
+    seconds = [h["seconds"] for h in history]
+    assert seconds == sorted(seconds) and seconds[-1] <= drcnn["train"]["train_seconds"] + 0.05
     cal = drcnn["calibration"]
     assert {"temperature", "ece_before", "ece_after"} <= set(cal)
     entry = results["openset"]["dataset_1"]

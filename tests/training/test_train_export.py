@@ -60,6 +60,11 @@ def tiny_model(seed: int = 0) -> DRCNN:
     return model
 
 
+def without_clock(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """A history without its wall-clock column, which differs between identical runs."""
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread() -> Any:
     """Tiny networks run faster on one thread, and leave the machine's other cores alone."""
@@ -186,8 +191,16 @@ def test_callback_returning_false_stops(arrays: Arrays, tmp_path: Path) -> None:
     assert result.stopped == "callback" and result.epochs_run == 2
     assert [r["epoch"] for r in seen] == [1, 2]
     train = {"train_loss", "train_acc", "grad_norm_mean", "grad_norm_max"}
-    assert set(seen[0]) == {"epoch", "lr", "val_loss", "val_acc"} | train
+    assert set(seen[0]) == {"epoch", "lr", "seconds", "val_loss", "val_acc"} | train
     assert (tmp_path / "last.pt").exists()
+
+
+def test_epoch_records_carry_the_time_since_fit_started(arrays: Arrays, tmp_path: Path) -> None:
+    """Each epoch's "seconds" is on `Result.seconds`' clock: it grows epoch by epoch and the last
+    one is at most the whole call's (which adds the last checkpoint's writing)."""
+    result = fit(tiny_model(), arrays, train_config(epochs=3), tmp_path)
+    seconds = [r["seconds"] for r in result.history]
+    assert 0 < seconds[0] < seconds[1] < seconds[2] <= result.seconds
 
 
 def test_callback_returning_none_does_not_stop(arrays: Arrays, tmp_path: Path) -> None:
@@ -218,7 +231,7 @@ def test_without_per_epoch_checkpoints_best_weights_are_written_once_at_the_end(
     """Same seed, same data: the in-memory best equals what checkpointing saved."""
     result = fit(tiny_model(), arrays, train_config(checkpoint_every_epoch=False), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
-    assert result.history == trained["result"].history
+    assert without_clock(result.history) == without_clock(trained["result"].history)
     model, ckpt = load_checkpoint(tmp_path / "best.pt")
     assert ckpt["best_epoch"] == result.best_epoch == trained["result"].best_epoch
     acc = float((predict_logits(model, arrays.x_val).argmax(1) == arrays.y_val).mean())
@@ -238,8 +251,8 @@ def test_epoch_logger_writes_one_line_per_epoch_and_never_stops_training(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     report = epoch_logger("dataset_2_1024_random1/drcnn_rs", 60)
-    record = {"epoch": 3, "train_loss": 1.23456, "val_acc": 0.5, "lr": 1e-3}
-    assert report(record) is True and report({**record, "epoch": 4}) is True
+    record = {"epoch": 3, "train_loss": 1.23456, "val_acc": 0.5, "lr": 1e-3, "seconds": 12.4}
+    assert report(record) is True and report({**record, "epoch": 4, "seconds": 17.6}) is True
     captured = capsys.readouterr()
     assert captured.out == ""  # stdout keeps a command's results
     lines = captured.err.splitlines()
@@ -248,6 +261,8 @@ def test_epoch_logger_writes_one_line_per_epoch_and_never_stops_training(
         "[dataset_2_1024_random1/drcnn_rs] epoch 4/60",
     ]
     assert "train loss 1.2346, val acc 0.5000" in lines[0]
+    # the record's training time, not a clock of the logger's own
+    assert lines[0].endswith(", 12 s") and lines[1].endswith(", 18 s")
 
 
 def test_epoch_logger_is_quiet_on_ranks_other_than_0(
@@ -257,7 +272,7 @@ def test_epoch_logger_is_quiet_on_ranks_other_than_0(
     import training.train
 
     monkeypatch.setattr(training.train, "_is_main", lambda: False)
-    record = {"epoch": 1, "train_loss": 1.0, "val_acc": 0.5}
+    record = {"epoch": 1, "train_loss": 1.0, "val_acc": 0.5, "seconds": 1.0}
     assert epoch_logger("run", 2)(record) is True
     assert capsys.readouterr().err == ""
 
