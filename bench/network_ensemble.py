@@ -7,7 +7,9 @@ are divided by its own temperature, fitted on validation, and the members' proba
 averaged; the log of that average stands for the ensemble's logits, so that it is calibrated,
 mixed with a library search and reported by the same rules as one network
 (`mix_rules.rules`: alone, each library alone, linear 0.5 / fitted, log-linear fitted). Every
-member is scored by the same rules beside it, against the same library scores.
+member is scored by the same rules beside it, against the same library scores. With three or
+more members every smaller ensemble of two or more is scored too, so that the report can show
+each rule's top-1 against the ensemble's size.
 
     python bench/network_ensemble.py bench/out/cpu_d2_rs_cos_e60_s0 \\
         bench/out/cpu_d2_rs_e60_i1000_s0 --out bench/out/ensemble.json
@@ -15,6 +17,7 @@ member is scored by the same rules beside it, against the same library scores.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -76,12 +79,25 @@ def network_record(ds: Dataset, split: Split, logits: Parts, libs: dict[str, Par
 
 
 def split_record(
-    ds: Dataset, split: Split, members: dict[str, Parts], libraries: list[str]
+    ds: Dataset, split: Split, members: dict[str, Parts], libs: dict[str, Parts]
 ) -> dict[str, Any]:
     """Every member and their ensemble on one split, against the same library scores."""
-    libs = library_parts(ds, split, libraries)
     both = {**members, ENSEMBLE: ensemble(list(members.values()), ds.y[split.val])}
     return {name: network_record(ds, split, logits, libs) for name, logits in both.items()}
+
+
+def smaller_ensembles(
+    ds: Dataset, split: Split, members: dict[str, Parts], libs: dict[str, Parts]
+) -> list[dict[str, Any]]:
+    """Each ensemble of 2 to m - 1 of the m members (none for m < 3), with each rule's test
+    top-1, against the same library scores."""
+    out = []
+    for k in range(2, len(members)):
+        for names in itertools.combinations(members, k):
+            logits = ensemble([members[n] for n in names], ds.y[split.val])
+            top1 = {r["rule"]: r["metrics"]["top1"] for r in rules(ds, split, logits, libs)}
+            out.append({"members": list(names), "top1": top1})
+    return out
 
 
 def find_members(dirs: list[Path]) -> dict[SplitKey, dict[str, tuple[dict[str, Any], Path]]]:
@@ -121,8 +137,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{key}: one training only ({', '.join(members)}), skipped")
             continue
         ds, split, parts = load_members(key, members)
-        networks = split_record(ds, split, parts, a.libraries.split(","))
-        runs.append({"subset": key[0], "split": key[1], "seed": key[2], "networks": networks})
+        libs = library_parts(ds, split, a.libraries.split(","))
+        runs.append(
+            {
+                "subset": key[0],
+                "split": key[1],
+                "seed": key[2],
+                "networks": split_record(ds, split, parts, libs),
+                "smaller_ensembles": smaller_ensembles(ds, split, parts, libs),
+            }
+        )
+        networks = runs[-1]["networks"]
         print(key, {n: round(r["rules"][0]["metrics"]["top1"], 4) for n, r in networks.items()})
     if not runs:
         raise SystemExit("no split has two or more trainings in the given folders")
@@ -149,8 +174,43 @@ def markdown(runs: list[dict[str, Any]]) -> str:
                 out.append(_row(part, names, names[0], i, rule, label="—"))
                 continue
             out += [_row(part, names, name, i, rule) for name in names]
-        out.append("")
+        out += ["", *size_table(part)]
     return "\n".join(out)
+
+
+def size_table(part: list[dict[str, Any]]) -> list[str]:
+    """Each network rule's top-1 against the ensemble's size, pooled over the splits of `part`:
+    the mean (lowest-highest) over every ensemble of that size, size 1 being the members alone;
+    nothing when no split has three or more members."""
+    if not any(r.get("smaller_ensembles") for r in part):
+        return []
+    by_size: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run in part:
+        nets = run["networks"]
+        n_members = len(nets) - 1  # every network but the ensemble of them all
+        for name, net in nets.items():
+            size = n_members if name == ENSEMBLE else 1
+            for r in net["rules"]:
+                by_size[size][r["rule"]].append(r["metrics"]["top1"])
+        for smaller in run.get("smaller_ensembles", []):
+            for rule, top1 in smaller["top1"].items():
+                by_size[len(smaller["members"])][rule].append(top1)
+    sizes = sorted(by_size)
+    network_rules = [r for r in by_size[1] if r == "network" or " " in r]
+    out = [
+        "Top-1 against the ensemble's size (mean, lowest-highest, over every ensemble of that "
+        "size; size 1: the members alone)\n",
+        "| rule | " + " | ".join(f"{k} network{'s' * (k > 1)}" for k in sizes) + " |",
+        "|---|" + "---|" * len(sizes),
+    ]
+    for rule in network_rules:
+        cells = [by_size[k][rule] for k in sizes]
+        out.append(
+            f"| {rule} | "
+            + " | ".join(f"{np.mean(c):.4f} ({min(c):.4f}-{max(c):.4f})" for c in cells)
+            + " |"
+        )
+    return [*out, ""]
 
 
 def _row(

@@ -13,7 +13,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import mix_rules
 from mix_rules import Parts
-from network_ensemble import ENSEMBLE, ensemble, find_members, load_members, markdown, split_record
+from network_ensemble import (
+    ENSEMBLE,
+    ensemble,
+    find_members,
+    load_members,
+    markdown,
+    smaller_ensembles,
+    split_record,
+)
 
 from spectra.scoring import softmax
 from training.datasets import Dataset
@@ -84,7 +92,7 @@ def test_split_record_scores_members_and_ensemble_alike(data: tuple[Dataset, Spl
     ds, split = data
     y_val, y_test = ds.y[split.val], ds.y[split.test]
     members = dict(zip(("a", "b"), _halves(y_val, y_test), strict=True))
-    rec = split_record(ds, split, members, ["derivative"])
+    rec = split_record(ds, split, members, mix_rules.library_parts(ds, split, ["derivative"]))
     assert list(rec) == ["a", "b", ENSEMBLE]
     ens = ensemble(list(members.values()), y_val)["test"]
     assert rec[ENSEMBLE]["rules"][0] == {
@@ -97,6 +105,25 @@ def test_split_record_scores_members_and_ensemble_alike(data: tuple[Dataset, Spl
     assert rec["a"]["rules"][1] == rec[ENSEMBLE]["rules"][1]
     assert sum(n for _, n in rec["b"]["top1_by_support"].values()) == len(y_test)
     assert rec[ENSEMBLE]["calibration"]["temperature"] > 0
+
+
+def test_every_smaller_ensemble_is_scored_by_the_same_rules(data: tuple[Dataset, Split]) -> None:
+    ds, split = data
+    y_val, y_test = ds.y[split.val], ds.y[split.test]
+    halves = _halves(y_val, y_test)
+    third = {"val": _member(y_val, np.arange(3), 7), "test": _member(y_test, np.arange(3), 8)}
+    members = {"a": halves[0], "b": halves[1], "c": third}
+    libs = mix_rules.library_parts(ds, split, ["derivative"])
+    assert smaller_ensembles(ds, split, {"a": halves[0], "b": halves[1]}, libs) == []
+    got = smaller_ensembles(ds, split, members, libs)
+    assert [g["members"] for g in got] == [["a", "b"], ["a", "c"], ["b", "c"]]
+    for g in got:
+        expected = mix_rules.rules(
+            ds, split, ensemble([members[m] for m in g["members"]], y_val), libs
+        )
+        assert g["top1"] == {r["rule"]: r["metrics"]["top1"] for r in expected}
+    # the pair that knows every class between them beats the pairs that overlap
+    assert got[0]["top1"]["network"] > max(g["top1"]["network"] for g in got[1:])
 
 
 def test_members_are_grouped_by_split_and_labelled_by_tag(tmp_path: Path) -> None:
@@ -139,6 +166,38 @@ def test_report_compares_the_ensemble_with_its_members() -> None:
     row = "| network | ensemble | 0.8500 / 0.8600 | 0.8550 | 1.0000 | 0.250 | +5.50 (1 of 2) |"
     assert row in report
     assert report.count("| adapted |") == 1  # a library alone is listed once
+    assert "ensemble's size" not in report  # two members: no smaller ensembles to show
+
+
+def test_report_shows_top1_against_the_ensembles_size() -> None:
+    def net(top1: float, mixed: float) -> dict[str, object]:
+        rules = [("network", top1), ("adapted", 0.8), ("linear fitted adapted", mixed)]
+        return {"rules": [{"rule": r, "metrics": {"top1": t, "top5": 1.0}} for r, t in rules]}
+
+    pairs = [(["a", "b"], 0.84, 0.88), (["a", "c"], 0.82, 0.87), (["b", "c"], 0.83, 0.89)]
+    run = {
+        "subset": "d",
+        "split": "random",
+        "seed": 0,
+        "networks": {
+            "a": {**net(0.80, 0.86), "top1_by_support": {}},
+            "b": {**net(0.81, 0.87), "top1_by_support": {}},
+            "c": {**net(0.79, 0.88), "top1_by_support": {}},
+            ENSEMBLE: {**net(0.85, 0.885), "top1_by_support": {}},
+        },
+        "smaller_ensembles": [
+            {"members": m, "top1": {"network": t, "adapted": 0.8, "linear fitted adapted": f}}
+            for m, t, f in pairs
+        ],
+    }
+    report = markdown([run])
+    assert "| rule | 1 network | 2 networks | 3 networks |" in report
+    assert (
+        "| network | 0.8000 (0.7900-0.8100) | 0.8300 (0.8200-0.8400) | 0.8500 (0.8500-0.8500) |"
+        in report
+    )
+    assert "| linear fitted adapted | 0.8700 (0.8600-0.8800) | 0.8800 (0.8700-0.8900) |" in report
+    assert "| adapted | 0.8000" not in report  # the library alone does not depend on the size
 
 
 def test_members_must_be_trainings_of_the_same_data_and_split(
