@@ -139,16 +139,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         ds, split, parts = load_members(key, members)
         libs = library_parts(ds, split, a.libraries.split(","))
-        runs.append(
-            {
-                "subset": key[0],
-                "split": key[1],
-                "seed": key[2],
-                "networks": split_record(ds, split, parts, libs),
-                "smaller_ensembles": smaller_ensembles(ds, split, parts, libs),
-            }
-        )
-        networks = runs[-1]["networks"]
+        networks = split_record(ds, split, parts, libs)
+        smaller = smaller_ensembles(ds, split, parts, libs)
+        run = {"subset": key[0], "split": key[1], "seed": key[2], "networks": networks}
+        runs.append({**run, "smaller_ensembles": smaller})
         print(key, {n: round(r["rules"][0]["metrics"]["top1"], 4) for n, r in networks.items()})
     if not runs:
         raise SystemExit("no split has two or more trainings in the given folders")
@@ -171,12 +165,18 @@ def markdown(runs: list[dict[str, Any]]) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         for i, rule in enumerate(x["rule"] for x in part[0]["networks"][ENSEMBLE]["rules"]):
-            if rule != "network" and " " not in rule:  # a library alone: the same for all
+            if library_alone(rule):  # the same search for every network: listed once
                 out.append(_row(part, names, names[0], i, rule, label="—"))
                 continue
             out += [_row(part, names, name, i, rule) for name in names]
         out += ["", *size_table(part)]
     return "\n".join(out)
+
+
+def library_alone(rule: str) -> bool:
+    """Whether `rule` is a library search alone ("adapted"), which no network changes, rather
+    than the network ("network") or a mix ("linear fitted adapted")."""
+    return rule != "network" and " " not in rule
 
 
 def size_table(part: list[dict[str, Any]]) -> list[str]:
@@ -197,7 +197,7 @@ def size_table(part: list[dict[str, Any]]) -> list[str]:
             for rule, top1 in smaller["top1"].items():
                 by_size[len(smaller["members"])][rule].append(top1)
     sizes = sorted(by_size)
-    network_rules = [r for r in by_size[1] if r == "network" or " " in r]
+    network_rules = [r for r in by_size[1] if not library_alone(r)]
     out = [
         "Top-1 against the ensemble's size (mean, lowest-highest, over every ensemble of that "
         "size; size 1: the members alone)\n",
