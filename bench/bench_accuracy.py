@@ -114,6 +114,7 @@ AUGMENT_ALONE = {
     "drcnn_noise": AugmentConfig(noise=0.005),
     "drcnn_baseline": AugmentConfig(baseline=0.05),
 }
+WEIGHT_DECAY = 0.05  # decoupled; what ConvNeXt and most AdamW-trained CNNs use
 MIXUP_ALPHA = 0.4  # Beta(0.4, 0.4): within the 0.1-0.4 that Zhang et al. found best on ImageNet
 NETWORKS: dict[str, dict[str, Any]] = {
     "drcnn": {},
@@ -130,6 +131,7 @@ NETWORKS: dict[str, dict[str, Any]] = {
     "drcnn_nc": {"head": "cosine"},
     "drcnn_rs_nc": {"recursive_supervision": True, "head": "cosine"},
     "drcnn_rs_mix": {"recursive_supervision": True, "mixup": MIXUP_ALPHA},
+    "drcnn_rs_wd": {"recursive_supervision": True, "weight_decay": WEIGHT_DECAY},
 }
 DEFAULT_METHODS = ",".join(
     (
@@ -329,6 +331,7 @@ def train_config(method: str, opts: Options, seed: int) -> TrainConfig:
         device=opts.device,
         progress=False,
         label_smoothing=float(spec.get("label_smoothing", 0.0)),
+        weight_decay=float(spec.get("weight_decay", 0.0)),
         grad_clip=opts.grad_clip,
         aux_weight=opts.aux_weight if spec.get("recursive_supervision") else 0.0,
         augment=spec.get("augment", AugmentConfig()),

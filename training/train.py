@@ -41,6 +41,7 @@ class TrainConfig:
     lr: float = 1e-4
     lr_schedule: str = "constant"  # LR_SCHEDULES: "cosine" anneals lr to 1 % over `epochs`
     betas: tuple[float, float] = (0.9, 0.999)
+    # decoupled (AdamW, Loshchilov & Hutter 2019): each step shrinks weights by lr * weight_decay
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
     aux_weight: float = 0.0  # recursive supervision: (1-a)*final + a*mean(per-recursion losses)
@@ -164,12 +165,7 @@ def fit(
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     model.to(device)
-    opt = torch.optim.Adam(
-        (p for p in model.parameters() if p.requires_grad),
-        lr=cfg.lr,
-        betas=cfg.betas,
-        weight_decay=cfg.weight_decay,
-    )
+    opt = make_optimizer(model, cfg)
     state = _State(extra=extra or {})
     if resume and (out_dir / "last.pt").exists():
         state = _load_last(out_dir / "last.pt", model, opt, device)
@@ -231,6 +227,22 @@ def fit(
         stopped,
         time.perf_counter() - start,
     )
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with `cfg.weight_decay` on the convolution and dense weights only: biases and
+    BatchNorm scales (1-D parameters) are not decayed, as is usual, since shrinking them only
+    shifts or rescales what the next BatchNorm normalises away.
+
+    AdamW at weight decay 0 is Adam, bit for bit. Adam's own `weight_decay` would be an L2 term
+    divided by each weight's gradient history, decaying the rarely-updated weights least.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas)
 
 
 @dataclass

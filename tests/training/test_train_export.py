@@ -42,6 +42,7 @@ from training.train import (
     fit,
     load_checkpoint,
     lr_at,
+    make_optimizer,
     predict_logits,
 )
 
@@ -335,6 +336,41 @@ def test_gradient_clipping_bounds_every_step_and_history_keeps_the_raw_norm(
     clipped = fit(tiny_model(), arrays, train_config(epochs=1, grad_clip=clip), tmp_path / "c")
     assert max(norms) <= clip * (1 + 1e-4)
     assert clipped.history[0]["grad_norm_max"] > clip  # the norm before clipping
+
+
+def test_weight_decay_shrinks_only_the_weight_matrices_and_kernels() -> None:
+    """One AdamW step from zero gradients: decay is the only thing that moves a weight, so each
+    matrix or kernel shrinks by exactly lr * weight_decay and biases and BatchNorm stay put."""
+    model = tiny_model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = make_optimizer(model, train_config(lr=0.1, weight_decay=0.5))
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for name, p in model.named_parameters():
+        factor = 1 - 0.1 * 0.5 if p.ndim > 1 else 1.0
+        assert torch.allclose(p.detach(), before[name] * factor), name
+    assert any(p.ndim > 1 for p in model.parameters())
+    assert any(p.ndim == 1 for p in model.parameters())
+
+
+def test_without_weight_decay_the_optimizer_is_adam_bit_for_bit(arrays: Arrays) -> None:
+    """Runs with weight_decay 0 train exactly as they did before AdamW replaced Adam."""
+    x = torch.from_numpy(arrays.x_train[:16]).unsqueeze(1)
+    y = torch.from_numpy(arrays.y_train[:16])
+    adam_net, ours_net = tiny_model(), tiny_model()
+    pairs = [
+        (adam_net, torch.optim.Adam(adam_net.parameters(), lr=1e-3)),
+        (ours_net, make_optimizer(ours_net, train_config(lr=1e-3))),
+    ]
+    for net, opt in pairs:
+        torch.manual_seed(1)  # the same dropout masks for both
+        for _ in range(3):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    for a, b in zip(adam_net.parameters(), ours_net.parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_mixup_trains_on_the_mixture_of_both_labels(
