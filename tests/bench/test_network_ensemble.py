@@ -15,6 +15,7 @@ import mix_rules
 from mix_rules import Parts
 from network_ensemble import (
     ENSEMBLE,
+    calibration,
     ensemble,
     find_members,
     load_members,
@@ -24,6 +25,7 @@ from network_ensemble import (
 )
 
 from spectra.scoring import softmax
+from training.calibration import fit_temperature
 from training.datasets import Dataset
 from training.metrics import classification_report
 from training.splits import Split, make_split
@@ -57,6 +59,12 @@ def _top1(logits: np.ndarray, y: np.ndarray) -> float:
     return float((logits.argmax(1) == y).mean())
 
 
+CALIBRATION = {
+    "temperature": 1.5, "temperature_test": 1.4, "ece_before": 0.05, "ece_after": 0.06,
+    "nll_before": 0.9, "nll_after": 0.7, "confidence_after": 0.8, "accuracy": 0.85,
+}  # fmt: skip
+
+
 def test_complementary_members_make_a_better_ensemble() -> None:
     y_val, y_test = _labels(0, 400), _labels(1, 400)
     members = _halves(y_val, y_test)
@@ -86,6 +94,25 @@ def test_one_member_ensemble_ranks_as_that_member() -> None:
 def data(noisy_peaks_split: tuple[Dataset, Split]) -> tuple[Dataset, Split]:
     assert len(noisy_peaks_split[0].classes) == N_CLASSES
     return noisy_peaks_split
+
+
+def test_calibration_tells_a_test_set_unlike_validation_from_a_model_one_temperature_fits() -> None:
+    y_val, y_test = _labels(0, 400), _labels(1, 400)
+    knows = np.arange(6)  # right on 3/4 of the classes, with a wide margin: over-confident
+    alike = {"val": _member(y_val, knows, 1, 4.0), "test": _member(y_test, knows, 2, 4.0)}
+    c = calibration(alike, y_val, y_test)
+    assert c["temperature"] > 1.5 and c["nll_after"] < c["nll_before"]
+    assert c["ece_after"] < c["ece_before"]
+    assert c["temperature_test"] == pytest.approx(c["temperature"], rel=0.15)
+    assert c["accuracy"] == _top1(alike["test"], y_test)
+    probs = softmax(alike["test"], c["temperature"]).max(axis=1)
+    assert c["confidence_after"] == pytest.approx(float(probs.mean()))
+    # a test set three times as sharp as validation: the test's own temperature says so
+    sharper = {**alike, "test": 3 * alike["test"]}
+    d = calibration(sharper, y_val, y_test)
+    assert d["temperature"] == c["temperature"]
+    assert d["temperature_test"] == pytest.approx(fit_temperature(sharper["test"], y_test))
+    assert d["temperature_test"] == pytest.approx(3 * c["temperature_test"], rel=1e-3)
 
 
 def test_split_record_scores_members_and_ensemble_alike(data: tuple[Dataset, Split]) -> None:
@@ -152,6 +179,7 @@ def test_report_compares_the_ensemble_with_its_members() -> None:
             return {
                 "rules": [{"rule": r, "metrics": {"top1": t, "top5": 1.0}} for r, t in rules],
                 "top1_by_support": {"1": [1, 4]},
+                "calibration": CALIBRATION,
             }
 
         return {
@@ -167,12 +195,18 @@ def test_report_compares_the_ensemble_with_its_members() -> None:
     assert row in report
     assert report.count("| adapted |") == 1  # a library alone is listed once
     assert "ensemble's size" not in report  # two members: no smaller ensembles to show
+    # calibration: one row per network and split
+    assert "| 1 | b | 1.50 (1.40) | 0.050 -> 0.060 | 0.900 -> 0.700 | 0.800 / 0.850 |" in report
+    assert report.count("| 1.50 (1.40) |") == 6
 
 
 def test_report_shows_top1_against_the_ensembles_size() -> None:
     def net(top1: float, mixed: float) -> dict[str, object]:
         rules = [("network", top1), ("adapted", 0.8), ("linear fitted adapted", mixed)]
-        return {"rules": [{"rule": r, "metrics": {"top1": t, "top5": 1.0}} for r, t in rules]}
+        return {
+            "rules": [{"rule": r, "metrics": {"top1": t, "top5": 1.0}} for r, t in rules],
+            "calibration": CALIBRATION,
+        }
 
     pairs = [(["a", "b"], 0.84, 0.88), (["a", "c"], 0.82, 0.87), (["b", "c"], 0.83, 0.89)]
     run = {
