@@ -110,6 +110,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="clip the gradient's L2 norm to this before each step (0 = off, the paper)",
     )
     g.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.0,
+        help="decoupled (AdamW) weight decay of the convolution and dense weights (0 = the paper)",
+    )
+    g.add_argument(
         "--aux-weight",
         type=float,
         default=0.5,
@@ -259,6 +265,7 @@ def _spec(args: argparse.Namespace, data: Path):
         "progress": not args.no_progress,
         "label_smoothing": args.label_smoothing,
         "grad_clip": args.grad_clip,
+        "weight_decay": args.weight_decay,
         "aux_weight": args.aux_weight if args.recursive_supervision else 0.0,
         "mixup": args.mixup,
         "augment": {
@@ -384,6 +391,7 @@ def reproduce_command(
         ),
         *([f"--label-smoothing {ls:g}"] if (ls := train.get("label_smoothing")) else []),
         *([f"--grad-clip {gc:g}"] if (gc := train.get("grad_clip")) else []),
+        *([f"--weight-decay {wd:g}"] if (wd := train.get("weight_decay")) else []),
         *[f"--augment-{k} {v}" for k, v in aug.items() if k != "p" and v],
         *([f"--mixup {mx:g}"] if (mx := train.get("mixup")) else []),
         *([f"--top-up {spec.top_up_to}"] if spec.top_up_to else []),
