@@ -41,7 +41,8 @@ class TrainConfig:
     lr: float = 1e-4
     lr_schedule: str = "constant"  # LR_SCHEDULES: "cosine" anneals lr to 1 % over `epochs`
     betas: tuple[float, float] = (0.9, 0.999)
-    # decoupled (AdamW, Loshchilov & Hutter 2019): each step shrinks weights by lr * weight_decay
+    # decoupled (AdamW, Loshchilov & Hutter 2019): each step shrinks the convolution and dense
+    # weights by the factor 1 - lr * weight_decay (see make_optimizer)
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
     aux_weight: float = 0.0  # recursive supervision: (1-a)*final + a*mean(per-recursion losses)
@@ -230,9 +231,10 @@ def fit(
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with `cfg.weight_decay` on the convolution and dense weights only: biases and
-    BatchNorm scales (1-D parameters) are not decayed, as is usual, since shrinking them only
-    shifts or rescales what the next BatchNorm normalises away.
+    """AdamW with `cfg.weight_decay` on the convolution and dense weights only. Biases and
+    BatchNorm scales and shifts (the 1-D parameters) are not decayed, as is usual: they are few,
+    set offsets and scales rather than capacity, and a shrinking BatchNorm scale only fights
+    the normalisation.
 
     AdamW at weight decay 0 is Adam, bit for bit. Adam's own `weight_decay` would be an L2 term
     divided by each weight's gradient history, decaying the rarely-updated weights least.
