@@ -80,13 +80,14 @@ def calibration(logits: Parts, y_val: np.ndarray, y_test: np.ndarray) -> dict[st
     NLL would choose (an oracle: diagnosis only, never used to score)."""
     t = fit_temperature(logits["val"], y_val)
     test = logits["test"]
+    after = softmax(test, t)
     return {
         "temperature": t,
         "ece_before": expected_calibration_error(softmax(test), y_test),
-        "ece_after": expected_calibration_error(softmax(test, t), y_test),
+        "ece_after": expected_calibration_error(after, y_test),
         "nll_before": nll(test, y_test),
         "nll_after": nll(test, y_test, t),
-        "confidence_after": float(softmax(test, t).max(axis=1).mean()),
+        "confidence_after": float(after.max(axis=1).mean()),
         "accuracy": float(np.mean(test.argmax(axis=1) == y_test)),
         "temperature_test": fit_temperature(test, y_test),
     }
