@@ -116,6 +116,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="decoupled (AdamW) weight decay of the convolution and dense weights (0 = the paper)",
     )
     g.add_argument(
+        "--swa-start",
+        type=int,
+        default=0,
+        help="average the weights of every epoch from this one on and keep the average as the "
+        "model (stochastic weight averaging; 0 = off, the paper)",
+    )
+    g.add_argument(
         "--aux-weight",
         type=float,
         default=0.5,
@@ -266,6 +273,7 @@ def _spec(args: argparse.Namespace, data: Path):
         "label_smoothing": args.label_smoothing,
         "grad_clip": args.grad_clip,
         "weight_decay": args.weight_decay,
+        "swa_start": args.swa_start,
         "aux_weight": args.aux_weight if args.recursive_supervision else 0.0,
         "mixup": args.mixup,
         "augment": {
@@ -392,6 +400,7 @@ def reproduce_command(
         *([f"--label-smoothing {ls:g}"] if (ls := train.get("label_smoothing")) else []),
         *([f"--grad-clip {gc:g}"] if (gc := train.get("grad_clip")) else []),
         *([f"--weight-decay {wd:g}"] if (wd := train.get("weight_decay")) else []),
+        *([f"--swa-start {sw}"] if (sw := train.get("swa_start")) else []),
         *[f"--augment-{k} {v}" for k, v in aug.items() if k != "p" and v],
         *([f"--mixup {mx:g}"] if (mx := train.get("mixup")) else []),
         *([f"--top-up {spec.top_up_to}"] if spec.top_up_to else []),

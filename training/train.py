@@ -22,6 +22,7 @@ import torch
 from torch import distributed as dist
 from torch import nn
 from torch.nn import functional as F
+from torch.optim.swa_utils import AveragedModel
 
 from spectra.version import code_version
 from training.augment import AugmentConfig, augment, mixup
@@ -54,6 +55,9 @@ class TrainConfig:
     progress: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mixup: float = 0.0  # > 0: mix each batch's spectra and labels, weight ~ Beta(mixup, mixup)
+    # > 0: stochastic weight averaging (Izmailov et al. 2018) from this epoch on: the equal-weight
+    # average of the weights after each epoch >= swa_start is what is validated and kept as best
+    swa_start: int = 0
     # False: no per-epoch checkpoint files; the best weights stay in memory and best.pt is written
     # once at the end (benchmarks: at paper size last.pt with Adam state is ~1.3 GB per epoch).
     checkpoint_every_epoch: bool = True
@@ -64,6 +68,8 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, not {self.lr_schedule!r}")
         if not self.mixup >= 0:  # also NaN
             raise ValueError(f"mixup is a Beta parameter >= 0 (0 = off), not {self.mixup!r}")
+        if self.swa_start < 0:
+            raise ValueError(f"swa_start is an epoch >= 1 (0 = off), not {self.swa_start!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -127,7 +133,8 @@ def epoch_logger(label: str, epochs: int) -> EpochCallback:
             print(
                 f"[{label}] epoch {record['epoch']:.0f}/{epochs}: train loss "
                 f"{record['train_loss']:.4f}, val acc {record['val_acc']:.4f}, "
-                f"{record['seconds']:.0f} s",
+                + (f"averaged {record['swa_val_acc']:.4f}, " if "swa_val_acc" in record else "")
+                + f"{record['seconds']:.0f} s",
                 file=sys.stderr,
                 flush=True,
             )
@@ -161,15 +168,21 @@ def fit(
     on_epoch: EpochCallback | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Result:
-    """Train `model` on `data`, keeping `best.pt` and `last.pt` in `out_dir`."""
+    """Train `model` on `data`, keeping `best.pt` and `last.pt` in `out_dir`.
+
+    With `cfg.swa_start`, the candidates for `best.pt` are each epoch's weights before that epoch
+    and the running weight average from it on; `model` itself ends at the last epoch's weights.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     model.to(device)
     opt = make_optimizer(model, cfg)
+    # copied before DDP may swap in SyncBatchNorm: the average's BatchNorm is recomputed locally
+    swa = AveragedModel(model) if cfg.swa_start > 0 else None
     state = _State(extra=extra or {})
     if resume and (out_dir / "last.pt").exists():
-        state = _load_last(out_dir / "last.pt", model, opt, device)
+        state = _load_last(out_dir / "last.pt", model, opt, device, swa)
     net = _wrap_ddp(model, device)
     xt, yt = torch.from_numpy(data.x_train).unsqueeze(1), torch.from_numpy(data.y_train)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -187,6 +200,7 @@ def fit(
         )
         recalibrate_batchnorm(model, data.x_train, cfg.eval_batch_size, device)
         val_loss, val_acc = _validate(model, data, cfg, device)
+        averaged = _average(swa, epoch, cfg, model, data, device)
         record = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -195,17 +209,21 @@ def fit(
             "grad_norm_max": grad_max,
             "val_loss": val_loss,
             "val_acc": val_acc,
+            **averaged,
             "lr": lr,
             "seconds": time.perf_counter() - start,
             **_head_record(model),
         }
         state.history.append(record)
         state.epoch = epoch
-        if _improved(state, val_acc, val_loss, has_val=len(data.y_val) > 0):
-            state.best_val_acc, state.best_val_loss, state.best_epoch = val_acc, val_loss, epoch
-            best.keep(model, state, gen)
+        # with weight averaging under way, the average is the candidate for best, not the weights
+        judged = swa.module if averaged and swa is not None else model
+        acc, loss = record.get("swa_val_acc", val_acc), record.get("swa_val_loss", val_loss)
+        if _improved(state, acc, loss, has_val=len(data.y_val) > 0):
+            state.best_val_acc, state.best_val_loss, state.best_epoch = acc, loss, epoch
+            best.keep(judged, state, gen)
         if cfg.checkpoint_every_epoch:
-            _save(out_dir / "last.pt", model, opt, state, cfg, gen)
+            _save(out_dir / "last.pt", model, opt, state, cfg, gen, swa)
         # every finished epoch is reported, the last one before early stopping included
         if on_epoch is not None and on_epoch(record) is False:
             stopped = "callback"
@@ -245,6 +263,25 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
         {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas)
+
+
+def _average(
+    swa: AveragedModel | None,
+    epoch: int,
+    cfg: TrainConfig,
+    model: nn.Module,
+    data: Arrays,
+    device: torch.device,
+) -> dict[str, float]:
+    """Fold this epoch's weights into the running average (from `cfg.swa_start` on), give the
+    average BatchNorm statistics of its own (averaged weights never saw the averaged
+    statistics), and validate it: the record's "swa_val_loss" and "swa_val_acc"; {} otherwise."""
+    if swa is None or epoch < cfg.swa_start:
+        return {}
+    swa.update_parameters(model)
+    recalibrate_batchnorm(swa.module, data.x_train, cfg.eval_batch_size, device)
+    loss, acc = _validate(swa.module, data, cfg, device)
+    return {"swa_val_loss": loss, "swa_val_acc": acc}
 
 
 @dataclass
@@ -504,6 +541,7 @@ def _save(
     state: _State,
     cfg: TrainConfig,
     gen: torch.Generator,
+    swa: AveragedModel | None = None,
 ) -> None:
     if not _is_main():
         return
@@ -522,17 +560,25 @@ def _save(
     if opt is not None:
         ckpt["optimizer"] = opt.state_dict()
         ckpt["generator"] = gen.get_state()
+    if swa is not None:  # the running average and its count, so a resumed run goes on with it
+        ckpt["swa"] = swa.state_dict()
     tmp = path.with_suffix(".tmp")
     torch.save(ckpt, tmp)
     tmp.replace(path)  # atomic: a kill mid-save never leaves a half-written checkpoint
 
 
 def _load_last(
-    path: Path, model: nn.Module, opt: torch.optim.Optimizer, device: torch.device
+    path: Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    device: torch.device,
+    swa: AveragedModel | None = None,
 ) -> _State:
     ckpt = torch.load(path, map_location=device, weights_only=False)
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
+    if swa is not None and "swa" in ckpt:
+        swa.load_state_dict(ckpt["swa"])
     return _State(
         epoch=ckpt["epoch"],
         best_val_acc=ckpt["best_val_acc"],

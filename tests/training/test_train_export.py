@@ -413,6 +413,82 @@ def test_mixup_trains_on_the_mixture_of_both_labels(
         train_config(mixup=-0.4)
 
 
+def _fit_keeping_each_epochs_weights(
+    model: DRCNN, data: Arrays, cfg: TrainConfig, out: Path, **kwargs: Any
+) -> tuple[Any, dict[int, dict[str, torch.Tensor]]]:
+    """`fit`, plus a copy of the trained weights (not an average) after every epoch."""
+    weights: dict[int, dict[str, torch.Tensor]] = {}
+    stop = kwargs.pop("stop_after", None)
+
+    def keep(record: dict[str, float]) -> bool:
+        weights[int(record["epoch"])] = {k: v.clone() for k, v in model.state_dict().items()}
+        return stop is None or record["epoch"] < stop
+
+    return fit(model, data, cfg, out, on_epoch=keep, **kwargs), weights
+
+
+def _assert_is_the_average(
+    path: Path, weights: list[dict[str, torch.Tensor]], x_train: np.ndarray
+) -> None:
+    """best.pt holds the mean of `weights`' parameters and BatchNorm statistics measured on the
+    training spectra with those averaged weights."""
+    from training.train import recalibrate_batchnorm
+
+    saved, _ = load_checkpoint(path)
+    expected = tiny_model()
+    params = {name for name, _ in expected.named_parameters()}
+    mean = {k: torch.stack([w[k] for w in weights]).mean(0) for k in params}
+    expected.load_state_dict({**weights[-1], **mean})
+    recalibrate_batchnorm(expected, x_train, 256, torch.device("cpu"))
+    for key, value in expected.state_dict().items():
+        torch.testing.assert_close(saved.state_dict()[key], value, msg=key)
+
+
+def test_weight_averaging_keeps_the_mean_of_the_weights_from_its_first_epoch_on(
+    arrays: Arrays, tmp_path: Path
+) -> None:
+    """Without validation spectra the latest candidate is the best: the average of epochs 2-3
+    (the epoch-1 weights are not in it), while the model itself ends at epoch 3's weights."""
+    no_val = Arrays(arrays.x_train, arrays.y_train, arrays.x_val[:0], arrays.y_val[:0])
+    model = tiny_model()
+    result, weights = _fit_keeping_each_epochs_weights(
+        model, no_val, train_config(epochs=3, swa_start=2), tmp_path
+    )
+    assert ["swa_val_acc" in r for r in result.history] == [False, True, True]
+    _assert_is_the_average(tmp_path / "best.pt", [weights[2], weights[3]], arrays.x_train)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, weights[3][key])
+
+
+def test_weight_averaging_is_validated_and_competes_with_the_earlier_epochs(
+    arrays: Arrays, tmp_path: Path
+) -> None:
+    cfg = train_config(epochs=6, swa_start=4, checkpoint_every_epoch=False)
+    result = fit(tiny_model(), arrays, cfg, tmp_path)
+    candidates = [r.get("swa_val_acc", r["val_acc"]) for r in result.history]
+    assert result.best_val_acc == max(candidates)
+    assert candidates[result.best_epoch - 1] == result.best_val_acc
+    model, _ = load_checkpoint(tmp_path / "best.pt")
+    acc = float((predict_logits(model, arrays.x_val).argmax(1) == arrays.y_val).mean())
+    assert acc == pytest.approx(result.best_val_acc)
+    with pytest.raises(ValueError, match="swa_start"):
+        train_config(swa_start=-1)
+
+
+def test_a_resumed_run_goes_on_with_its_weight_average(arrays: Arrays, tmp_path: Path) -> None:
+    no_val = Arrays(arrays.x_train, arrays.y_train, arrays.x_val[:0], arrays.y_val[:0])
+    cfg = train_config(epochs=4, swa_start=2)
+    first, before = _fit_keeping_each_epochs_weights(
+        tiny_model(), no_val, cfg, tmp_path, stop_after=3
+    )
+    assert (first.stopped, first.epochs_run) == ("callback", 3)
+    _, after = _fit_keeping_each_epochs_weights(
+        tiny_model(seed=7), no_val, cfg, tmp_path, resume=True
+    )
+    assert sorted(after) == [4]
+    _assert_is_the_average(tmp_path / "best.pt", [before[2], before[3], after[4]], arrays.x_train)
+
+
 def test_history_records_a_cosine_heads_learned_scale(arrays: Arrays, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = DRCNN(
