@@ -179,8 +179,8 @@ class JobRun:
         )
         self.log(f"epoch {int(record['epoch'])}/{self.epochs}: train loss "
                  f"{record['train_loss']:.4f} acc {record['train_acc']:.3f}{val}")  # fmt: skip
-        cancel = self.dist.main and self.store.cancel_requested(self.job.id)
-        return not self.dist.agree(cancel)
+        # only rank 0 reads the store; `fit` gives its answer to every rank
+        return not (self.dist.main and self.store.cancel_requested(self.job.id))
 
     def run(self) -> None:
         """Train, then (rank 0) export, register and activate."""

@@ -119,6 +119,7 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
 
 EpochCallback = Callable[[dict[str, float]], bool]
 """Called after every epoch with its record; returning False stops training (used for cancel).
+Under DistributedDataParallel it is called on every rank, and rank 0's answer stops them all.
 The record's "seconds" is the time since this `fit` call started, on the clock of
 `Result.seconds`, so a log's last epoch line and the run's summary agree."""
 
@@ -224,8 +225,9 @@ def fit(
             best.keep(judged, state, gen)
         if cfg.checkpoint_every_epoch:
             _save(out_dir / "last.pt", model, opt, state, cfg, gen, swa)
-        # every finished epoch is reported, the last one before early stopping included
-        if on_epoch is not None and on_epoch(record) is False:
+        # every finished epoch is reported, the last one before early stopping included; every
+        # rank calls the callback and rank 0's answer decides, as for the other stops
+        if on_epoch is not None and _should_stop(on_epoch(record) is False, device):
             stopped = "callback"
             break
         if _should_stop(epoch - state.best_epoch >= cfg.patience, device):
