@@ -165,6 +165,8 @@ HISTORY_KEYS = (
     "grad_norm_max",
     "val_loss",
     "val_acc",
+    "swa_val_loss",  # with weight averaging: the average's, from its first epoch on
+    "swa_val_acc",
     "seconds",  # since the training started: where a slow run spent its time
 )
 IMPOSTOR_SHARES = (0.05, 0.1, 0.2)  # false-accept targets of the stricter open-set rules
