@@ -168,11 +168,13 @@ def _curve(ax: Axes, history: list[dict[str, Any]], key: str, label: str) -> Non
 
 
 def plot_training_curves(history: list[dict[str, Any]], path: Path) -> Path:
-    """Loss and accuracy per epoch, training and validation."""
+    """Loss and accuracy per epoch, training and validation (and the weight average's
+    validation, from its first epoch on, for a training with weight averaging)."""
     fig, (loss_ax, acc_ax) = _figure(11, 4.5, ncols=2)
     for ax, what in ((loss_ax, "loss"), (acc_ax, "acc")):
         _curve(ax, history, f"train_{what}", "training")
         _curve(ax, history, f"val_{what}", "validation")
+        _curve(ax, history, f"swa_val_{what}", "validation, weight average")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -89,3 +90,27 @@ def test_plot_training_curves(tmp_path: Path) -> None:
         for e in range(1, 21)
     ]
     png_size(plot_training_curves(history, tmp_path / "curves.png"))
+
+
+def test_training_curves_show_the_weight_average_where_the_history_has_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training import plots
+
+    history: list[dict[str, float]] = [
+        {"epoch": e, "train_loss": 2 / e, "train_acc": 0.5, "val_loss": 2.2 / e, "val_acc": 0.4}
+        for e in range(1, 11)
+    ]
+    for r in history[6:]:
+        r.update(swa_val_loss=1.0 / r["epoch"], swa_val_acc=0.45)
+    drawn: list[dict[str, int]] = []
+    save = plots._save
+
+    def spy(fig: Any, path: Path, dpi: float = plots.DPI) -> Path:
+        drawn.extend({ln.get_label(): len(ln.get_xdata()) for ln in ax.lines} for ax in fig.axes)
+        return save(fig, path, dpi)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    png_size(plot_training_curves(history, tmp_path / "curves.png"))
+    expected = {"training": 10, "validation": 10, "validation, weight average": 4}
+    assert drawn == [expected, expected]  # loss and accuracy panels
