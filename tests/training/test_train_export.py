@@ -264,6 +264,8 @@ def test_epoch_logger_writes_one_line_per_epoch_and_never_stops_training(
     assert "train loss 1.2346, val acc 0.5000" in lines[0]
     # the record's training time, not a clock of the logger's own
     assert lines[0].endswith(", 12 s") and lines[1].endswith(", 18 s")
+    report({**record, "swa_val_acc": 0.61234})  # once weight averaging has begun
+    assert capsys.readouterr().err.endswith("val acc 0.5000, averaged 0.6123, 12 s\n")
 
 
 def test_epoch_logger_is_quiet_on_ranks_other_than_0(
