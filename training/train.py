@@ -3,8 +3,9 @@
 Cross-entropy, Adam(lr 1e-4, betas 0.9/0.999), batch 32, at most 200 epochs, early stopping when
 validation accuracy has not improved for 30 epochs, best checkpoint kept. CUDA when present (bf16
 autocast), CPU otherwise. Every checkpoint holds the resolved config and the code version; `last.pt`
-also holds optimizer and RNG state so that a run resumes where it stopped. Under `torchrun` the loop
-is DistributedDataParallel-correct: each rank trains on its shard, rank 0 validates and saves.
+also holds optimizer and RNG state (and the weight average, with `swa_start`) so that a run resumes
+where it stopped. Under `torchrun` the loop is DistributedDataParallel-correct: each rank trains on
+its shard, rank 0 validates, saves and decides every stop (patience, time limit, callback).
 """
 
 from __future__ import annotations

@@ -446,12 +446,17 @@ def _assert_is_the_average(
         torch.testing.assert_close(saved.state_dict()[key], value, msg=key)
 
 
+@pytest.fixture
+def no_val(arrays: Arrays) -> Arrays:
+    """The training spectra without validation ones: every epoch's candidate becomes the best."""
+    return Arrays(arrays.x_train, arrays.y_train, arrays.x_val[:0], arrays.y_val[:0])
+
+
 def test_weight_averaging_keeps_the_mean_of_the_weights_from_its_first_epoch_on(
-    arrays: Arrays, tmp_path: Path
+    arrays: Arrays, no_val: Arrays, tmp_path: Path
 ) -> None:
     """Without validation spectra the latest candidate is the best: the average of epochs 2-3
     (the epoch-1 weights are not in it), while the model itself ends at epoch 3's weights."""
-    no_val = Arrays(arrays.x_train, arrays.y_train, arrays.x_val[:0], arrays.y_val[:0])
     model = tiny_model()
     result, weights = _fit_keeping_each_epochs_weights(
         model, no_val, train_config(epochs=3, swa_start=2), tmp_path
@@ -477,8 +482,9 @@ def test_weight_averaging_is_validated_and_competes_with_the_earlier_epochs(
         train_config(swa_start=-1)
 
 
-def test_a_resumed_run_goes_on_with_its_weight_average(arrays: Arrays, tmp_path: Path) -> None:
-    no_val = Arrays(arrays.x_train, arrays.y_train, arrays.x_val[:0], arrays.y_val[:0])
+def test_a_resumed_run_goes_on_with_its_weight_average(
+    arrays: Arrays, no_val: Arrays, tmp_path: Path
+) -> None:
     cfg = train_config(epochs=4, swa_start=2)
     first, before = _fit_keeping_each_epochs_weights(
         tiny_model(), no_val, cfg, tmp_path, stop_after=3
