@@ -20,6 +20,8 @@ splits (the paper's protocol) and M splits grouped by RRUFF sample. Methods:
   ``drcnn_rs_nc``: a normalised (cosine) output layer instead of the paper's dense one;
   ``drcnn_rs_wd``: with decoupled weight decay; ``drcnn_rs_mix``: with mixup;
   ``drcnn_rs_swa``: with the weights averaged over the second half of --epochs (SWA);
+  ``drcnn_rs_gain``: with a random smooth multiplicative gain (band heights reweighted along
+  the spectrum, as between laser wavelengths);
 - ``<net>+<library method>``: a trained network's calibrated softmax averaged with a softmax over
   that library search's similarities (temperatures fitted on validation; ``<net>+lib`` =
   ``<net>+cosine``); ``<net>+<library method>_fit``: the same mix with the library weight chosen
@@ -116,6 +118,10 @@ AUGMENT_ALONE = {
     "drcnn_noise": AugmentConfig(noise=0.005),
     "drcnn_baseline": AugmentConfig(baseline=0.05),
 }
+# log-gain coefficients +-0.3: a typical reweighting of e^0.3-e^0.5 between the ends, within
+# the band-height changes between two spectra of one RRUFF sample at different laser
+# wavelengths (range of the fitted log ratio over their bands: median 0.53, quartiles 0.32-0.81)
+GAIN = 0.3
 WEIGHT_DECAY = 0.05  # decoupled; what ConvNeXt and most AdamW-trained CNNs use
 MIXUP_ALPHA = 0.4  # Beta(0.4, 0.4): within the 0.1-0.4 that Zhang et al. found best on ImageNet
 NETWORKS: dict[str, dict[str, Any]] = {
@@ -135,6 +141,7 @@ NETWORKS: dict[str, dict[str, Any]] = {
     "drcnn_rs_mix": {"recursive_supervision": True, "mixup": MIXUP_ALPHA},
     "drcnn_rs_wd": {"recursive_supervision": True, "weight_decay": WEIGHT_DECAY},
     "drcnn_rs_swa": {"recursive_supervision": True, "swa": True},
+    "drcnn_rs_gain": {"recursive_supervision": True, "augment": AugmentConfig(gain=GAIN)},
 }
 DEFAULT_METHODS = ",".join(
     (

@@ -1,9 +1,10 @@
 """On-the-fly augmentation of min-max normalised spectra (batch tensors [B, 1, L]).
 
 The paper augments its organics library by shifting wavenumbers and adding Gaussian noise; we
-add a smooth baseline and intensity scaling as options (`bench/` measures each one), and mixup
-(Zhang et al., ICLR 2018: convex mixtures of two spectra trained towards the same mixture of
-their labels). Every augmented spectrum is re-normalised to [0, 1] so it matches what the
+add a smooth baseline, a smooth multiplicative gain (the band-height changes between laser
+wavelengths and instruments) and intensity scaling as options (`bench/` measures each one), and
+mixup (Zhang et al., ICLR 2018: convex mixtures of two spectra trained towards the same mixture
+of their labels). Every augmented spectrum is re-normalised to [0, 1] so it matches what the
 service feeds the model.
 """
 
@@ -19,9 +20,12 @@ from torch.nn import functional as F
 
 @dataclass
 class AugmentConfig:
-    """Strengths; 0 disables a transform. `shift` is in grid points (uniform in +-shift)."""
+    """Strengths; 0 disables a transform. `shift` is in grid points (uniform in +-shift); `gain`
+    bounds the linear and quadratic coefficients of the log gain over the grid (uniform in
+    +-gain each), so 0.3 reweights one end against the other by up to a factor of e^0.6."""
 
     shift: float = 0.0
+    gain: float = 0.0
     noise: float = 0.0
     baseline: float = 0.0
     scale: float = 0.0
@@ -30,7 +34,7 @@ class AugmentConfig:
     @property
     def enabled(self) -> bool:
         """Whether any transform is on."""
-        return self.p > 0 and any((self.shift, self.noise, self.baseline, self.scale))
+        return self.p > 0 and any((self.shift, self.gain, self.noise, self.baseline, self.scale))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -49,6 +53,12 @@ def augment(
     out = x
     if cfg.shift:
         out = _shift(out, (rand(b) * 2 - 1) * cfg.shift)
+    if cfg.gain:
+        # the same sample at another laser wavelength or on another instrument: bands keep
+        # their positions but their heights change smoothly along the spectrum
+        t = torch.linspace(-1, 1, n, device=dev).view(1, 1, n)
+        c = (rand(b, 2, 1) * 2 - 1) * cfg.gain
+        out = out * torch.exp(c[:, :1] * t + c[:, 1:2] * t**2)
     if cfg.scale:
         out = out * (1 + (rand(b, 1, 1) * 2 - 1) * cfg.scale)
     if cfg.baseline:

@@ -129,6 +129,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="weight of the per-recursion losses with --recursive-supervision",
     )
     g.add_argument("--augment-shift", type=float, default=0.0, help="random shift, +- grid points")
+    g.add_argument(
+        "--augment-gain",
+        type=float,
+        default=0.0,
+        help="random smooth gain: log gain linear + quadratic over the grid, coefficients +- this",
+    )
     g.add_argument("--augment-noise", type=float, default=0.0, help="Gaussian noise sigma")
     g.add_argument(
         "--augment-baseline", type=float, default=0.0, help="random quadratic baseline amplitude"
@@ -278,6 +284,7 @@ def _spec(args: argparse.Namespace, data: Path):
         "mixup": args.mixup,
         "augment": {
             "shift": args.augment_shift,
+            "gain": args.augment_gain,
             "noise": args.augment_noise,
             "baseline": args.augment_baseline,
             "scale": args.augment_scale,

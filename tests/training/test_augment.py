@@ -26,7 +26,7 @@ def test_disabled_config_returns_the_input_itself() -> None:
 
 
 def test_every_transform_keeps_spectra_min_max_normalised() -> None:
-    cfg = AugmentConfig(shift=2.0, noise=0.01, baseline=0.1, scale=0.1)
+    cfg = AugmentConfig(shift=2.0, gain=0.3, noise=0.01, baseline=0.1, scale=0.1)
     out = augment(peaks(), cfg, gen())
     assert out.shape == (8, 1, 64)
     assert torch.allclose(out.amin(-1), torch.zeros(8, 1), atol=1e-6)
@@ -43,6 +43,22 @@ def test_shift_moves_the_band_by_at_most_shift_points() -> None:
 def test_intensity_scale_alone_is_undone_by_the_min_max_normalisation() -> None:
     x = peaks()
     assert torch.allclose(augment(x, AugmentConfig(scale=0.3), gen()), x, atol=1e-6)
+
+
+def test_gain_reweights_bands_in_place_within_its_bound_and_replays() -> None:
+    x = peaks(batch=64)
+    cfg = AugmentConfig(gain=0.3)
+    out = augment(x, cfg, gen(5))
+    assert torch.equal(out, augment(x, cfg, gen(5)))
+    # bands stay where they were and nothing appears between them
+    assert torch.equal(out != 0, x != 0)
+    # the strongest band is renormalised to 1; the weaker one's height relative to it moves by
+    # at most the largest log gain difference between points 10 and 30 of 64
+    t = torch.linspace(-1, 1, 64)
+    bound = 0.3 * ((t[30] - t[10]).abs() + (t[30] ** 2 - t[10] ** 2).abs())
+    log_ratio = torch.log(out[:, 0, 10] / out[:, 0, 30]) - torch.log(torch.tensor(0.3))
+    assert (log_ratio.abs() <= bound + 1e-5).all()
+    assert log_ratio.abs().max() > 0.5 * bound  # it did reweight them
 
 
 def test_noise_and_baseline_change_the_spectrum_and_are_reproducible() -> None:
