@@ -207,7 +207,7 @@ def test_the_cards_reproduce_command_rebuilds_the_same_run(tmp_path: Path) -> No
         "--split grouped --split-seed 2 --seed 5 "
         "--epochs 7 --patience 3 --batch-size 16 --lr 0.002 --lr-schedule cosine "
         "--label-smoothing 0.1 --grad-clip 2.5 --weight-decay 0.05 --mixup 0.4 --swa-start 5 "
-        "--augment-shift 2.0 --augment-noise 0.01 --top-up 4 --preset dataset_1"
+        "--augment-shift 2.0 --augment-gain 0.3 --augment-noise 0.01 --top-up 4 --preset dataset_1"
     )
     args = parser().parse_args(["all", "--rruff", "small.zip", "--out", "r", *options.split()])
     spec = _spec(args, data)
