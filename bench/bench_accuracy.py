@@ -12,7 +12,9 @@ splits (the paper's protocol) and M splits grouped by RRUFF sample. Methods:
 - ``liu``: Liu et al. 2017's CNN;
 - ``drcnn_aug``: DRCNN trained with augmentation (shift, noise and intensity scale together);
   ``drcnn_shift``, ``drcnn_noise``, ``drcnn_baseline``: one of those transforms alone (scale
-  alone is no method: min-max re-normalisation undoes it); ``drcnn_ls``: with label smoothing;
+  alone is no method: min-max re-normalisation undoes it); ``drcnn_gain``: a random smooth
+  multiplicative gain (band heights reweighted along the spectrum, as between lasers);
+  ``drcnn_ls``: with label smoothing;
   ``drcnn_bn``: BatchNorm running statistics updated with momentum 0.1 instead of Keras' 0.01;
   ``drcnn_dx``: DRCNN whose input is the derivative features (a fixed first layer);
   ``drcnn_rs_dx``: both recursive supervision and the derivative input; ``drcnn_cos``,
@@ -20,8 +22,7 @@ splits (the paper's protocol) and M splits grouped by RRUFF sample. Methods:
   ``drcnn_rs_nc``: a normalised (cosine) output layer instead of the paper's dense one;
   ``drcnn_rs_wd``: with decoupled weight decay; ``drcnn_rs_mix``: with mixup;
   ``drcnn_rs_swa``: with the weights averaged over the second half of --epochs (SWA);
-  ``drcnn_rs_gain``: with a random smooth multiplicative gain (band heights reweighted along
-  the spectrum, as between laser wavelengths);
+  ``drcnn_rs_gain``: with that gain;
 - ``<net>+<library method>``: a trained network's calibrated softmax averaged with a softmax over
   that library search's similarities (temperatures fitted on validation; ``<net>+lib`` =
   ``<net>+cosine``); ``<net>+<library method>_fit``: the same mix with the library weight chosen
@@ -110,6 +111,10 @@ from training.train import (
 
 DEFAULT_RRUFF = Path("/work/shared/data/rruff_excellent_unoriented_2019/excellent_unoriented.zip")
 LIBRARY_METHODS = SEARCHES  # cosine, correlation, derivative, adapted
+# log-gain coefficients +-1.0: over the bands two spectra of one RRUFF sample at different
+# lasers share, the drawn log gain ranges 0.23-0.70 (quartiles; median 0.43), the fitted log
+# ratio of the real pairs 0.33-0.81 (median 0.53; part of it band-specific): bench/band_gain.py
+GAIN = 1.0
 AUGMENT = AugmentConfig(shift=2.0, noise=0.005, baseline=0.0, scale=0.1)
 # the augmentation variants, one transform each; scale alone is the identity after the min-max
 # re-normalisation that `augment` ends with, so it only acts together with noise or baseline
@@ -117,11 +122,8 @@ AUGMENT_ALONE = {
     "drcnn_shift": AugmentConfig(shift=2.0),
     "drcnn_noise": AugmentConfig(noise=0.005),
     "drcnn_baseline": AugmentConfig(baseline=0.05),
+    "drcnn_gain": AugmentConfig(gain=GAIN),
 }
-# log-gain coefficients +-1.0: over the bands two spectra of one RRUFF sample at different
-# lasers share, the drawn log gain ranges 0.23-0.70 (quartiles; median 0.43), the fitted log
-# ratio of the real pairs 0.33-0.81 (median 0.53; part of it band-specific): bench/band_gain.py
-GAIN = 1.0
 WEIGHT_DECAY = 0.05  # decoupled; what ConvNeXt and most AdamW-trained CNNs use
 MIXUP_ALPHA = 0.4  # Beta(0.4, 0.4): within the 0.1-0.4 that Zhang et al. found best on ImageNet
 NETWORKS: dict[str, dict[str, Any]] = {
