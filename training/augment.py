@@ -22,7 +22,8 @@ from torch.nn import functional as F
 class AugmentConfig:
     """Strengths; 0 disables a transform. `shift` is in grid points (uniform in +-shift); `gain`
     bounds the linear and quadratic coefficients of the log gain over the grid (uniform in
-    +-gain each), so 0.3 reweights one end against the other by up to a factor of e^0.6."""
+    +-gain each), so 1.0 (about the size of the real change, `bench/band_gain.py`) reweights one
+    end against the other by up to a factor of e^2."""
 
     shift: float = 0.0
     gain: float = 0.0
