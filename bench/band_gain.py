@@ -78,7 +78,11 @@ def measure(ds: Dataset, gain: float, seed: int = 0) -> dict[str, object]:
                 residuals.append(got[1])
                 drawn.append(got[2])
 
+    per_sample = [len(set(lasers[ds.groups == g])) for g in np.unique(ds.groups)]
     return {
+        "samples_by_number_of_lasers": {
+            str(k): per_sample.count(k) for k in sorted(set(per_sample))
+        },
         "pairs": len(ranges),
         "log_gain_range_over_bands": quartiles(ranges),
         "rms_residual": quartiles(residuals),

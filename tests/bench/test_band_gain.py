@@ -68,4 +68,5 @@ def test_only_same_sample_pairs_at_different_lasers_are_measured() -> None:
     )
     result = measure(ds, gain=1.0)
     assert result["pairs"] == 1
+    assert result["samples_by_number_of_lasers"] == {"1": 1, "2": 1}
     assert result["augmentation_gain"] == 1.0
