@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from band_gain import laser_nm, measure, pair_gain
 
-from tests.bench.conftest import toy_dataset
+from training.datasets import Dataset
 
 N = 400
 T = np.linspace(-1.0, 1.0, N)
@@ -57,12 +58,14 @@ def test_pairs_sharing_too_few_band_points_are_skipped() -> None:
     assert pair_gain(a, b, T, np.array([0.0, 0.0])) is None
 
 
-def test_only_same_sample_pairs_at_different_lasers_are_measured() -> None:
+def test_only_same_sample_pairs_at_different_lasers_are_measured(
+    make_toy_dataset: Callable[[np.ndarray, np.ndarray, int], Dataset],
+) -> None:
     x = np.stack([bands(), bands() * np.exp(0.5 * T), bands(), bands() * np.exp(0.5 * T)])
     # R1 at two lasers (one pair), R2 twice at one laser (no pair)
     taken = (("R1", 532), ("R1", 785), ("R2", 532), ("R2", 532))
     ds = replace(
-        toy_dataset(x, np.array([0, 0, 1, 1]), 2),
+        make_toy_dataset(x, np.array([0, 0, 1, 1]), 2),
         groups=np.array([g for g, _ in taken]),
         sources=np.array([f"M__{g}__Raman__{nm}__0__x.txt" for g, nm in taken]),
     )
