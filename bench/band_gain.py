@@ -18,6 +18,7 @@ import argparse
 import itertools
 import json
 import platform
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +68,14 @@ def measure(ds: Dataset, gain: float, seed: int = 0) -> dict[str, object]:
     t = np.linspace(-1.0, 1.0, x.shape[1])
     lasers = np.array([laser_nm(s) for s in ds.sources])
     rng = np.random.default_rng(seed)
-    ranges, residuals, drawn = [], [], []
-    for group in np.unique(ds.groups):
-        for i, j in itertools.combinations(np.flatnonzero(ds.groups == group), 2):
+    ranges, residuals, drawn, per_sample = [], [], [], []
+    by_sample: dict[str, list[int]] = defaultdict(list)
+    for i, sample in enumerate(ds.groups):
+        by_sample[str(sample)].append(i)
+    for sample in sorted(by_sample):  # sorted: the same random draws for the same pairs
+        members = by_sample[sample]
+        per_sample.append(len(set(lasers[members])))
+        for i, j in itertools.combinations(members, 2):
             if lasers[i] == lasers[j]:
                 continue
             got = pair_gain(x[i], x[j], t, rng.uniform(-gain, gain, 2))
@@ -77,8 +83,6 @@ def measure(ds: Dataset, gain: float, seed: int = 0) -> dict[str, object]:
                 ranges.append(got[0])
                 residuals.append(got[1])
                 drawn.append(got[2])
-
-    per_sample = [len(set(lasers[ds.groups == g])) for g in np.unique(ds.groups)]
     return {
         "samples_by_number_of_lasers": {
             str(k): per_sample.count(k) for k in sorted(set(per_sample))

@@ -51,19 +51,18 @@ def augment(
     b, _, n = x.shape
     dev = x.device
     rand = lambda *s: torch.rand(*s, generator=gen, device=dev)  # noqa: E731
+    t = torch.linspace(-1, 1, n, device=dev).view(1, 1, n)  # position along the grid
     out = x
     if cfg.shift:
         out = _shift(out, (rand(b) * 2 - 1) * cfg.shift)
     if cfg.gain:
         # the same sample at another laser wavelength or on another instrument: bands keep
         # their positions but their heights change smoothly along the spectrum
-        t = torch.linspace(-1, 1, n, device=dev).view(1, 1, n)
         c = (rand(b, 2, 1) * 2 - 1) * cfg.gain
         out = out * torch.exp(c[:, :1] * t + c[:, 1:2] * t**2)
     if cfg.scale:
         out = out * (1 + (rand(b, 1, 1) * 2 - 1) * cfg.scale)
     if cfg.baseline:
-        t = torch.linspace(-1, 1, n, device=dev).view(1, 1, n)
         c = (rand(b, 3, 1) * 2 - 1) * cfg.baseline
         out = out + c[:, :1] + c[:, 1:2] * t + c[:, 2:3] * t**2
     if cfg.noise:

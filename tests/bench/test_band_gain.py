@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from band_gain import laser_nm, measure, pair_gain
+from band_gain import BAND, laser_nm, measure, pair_gain
 
 from training.datasets import Dataset
 
@@ -40,7 +40,7 @@ def test_a_known_smooth_gain_is_recovered_with_no_residual() -> None:
     b = a * np.exp(-log_gain)
     got = pair_gain(a, b, T, np.array([0.0, 0.0]))
     assert got is not None
-    shared = (a > 0.15) & (b > 0.15)
+    shared = (a > BAND) & (b > BAND)
     assert abs(got[0] - np.ptp(log_gain[shared])) < 1e-6
     assert got[1] < 1e-6 and got[2] == 0.0
 
