@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import platform
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from bench_accuracy import machine_info
 
 from spectra.library import savgol_filter
 from training.datasets import Dataset
@@ -106,7 +106,7 @@ def main() -> None:
     args = ap.parse_args()
     result = {
         "cache": args.cache.name,
-        "machine": platform.machine(),
+        "machine": machine_info(),
         **measure(Dataset.load(args.cache), args.gain),
     }
     text = json.dumps(result, indent=1)
