@@ -37,10 +37,22 @@ class Prepared:
 
 def minmax(values: np.ndarray) -> np.ndarray:
     """Scale to [0, 1]; a flat array (max == min) becomes all zeros rather than NaN."""
+    values = _tame(values)
     lo, hi = float(values.min()), float(values.max())
     if hi - lo <= 0.0:
         return np.zeros_like(values)
     return (values - lo) / (hi - lo)
+
+
+_HUGE = 1e300
+
+
+def _tame(values: np.ndarray) -> np.ndarray:
+    """`values` scaled down when they are so large that differences of them overflow float64
+    (finite values such as -1e308 and 1e308); min-max and linear resampling are scale-invariant,
+    so the result is the same as for a sane scale instead of NaN."""
+    scale = float(np.abs(values).max()) if values.size else 0.0
+    return values / scale if scale > _HUGE else values
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,7 @@ class Preprocessor:
     def prepare(self, wavenumbers: Any, intensities: Any, source: str = "<input>") -> Prepared:
         """Clean, resample and normalise a spectrum measured on any axis."""
         x, y = clean_arrays(wavenumbers, intensities, source)
-        res = resample(x, y, self.grid)
+        res = resample(x, _tame(y), self.grid)
         if not res.inside.any():
             raise SpectrumError(
                 f"measured range {x[0]:g}-{x[-1]:g} cm-1 does not overlap the model grid "
@@ -96,8 +108,10 @@ def _coverage_warnings(coverage: float, x: np.ndarray, grid: Grid) -> list[str]:
 
 
 def _signal_warnings(y: np.ndarray) -> list[str]:
+    scale = float(np.abs(y).max())
+    y = y / scale if scale > 0 else y  # relative tests, and no overflow of max - min
     span = float(y.max() - y.min())
-    if span <= 1e-12 * max(1.0, abs(float(y.max()))):
+    if span <= 1e-12:
         return ["flat_signal: every intensity is the same; there is nothing to identify"]
     at_max = np.flatnonzero(y >= y.max() - 1e-9 * span)
     if at_max.size >= CLIP_RUN and _longest_run(at_max) >= CLIP_RUN:

@@ -159,6 +159,12 @@ async def run_inference(
     if PROBABILITIES in wanted:  # the same probabilities /v1/identify ranks by
         probs = predictor.probabilities(rows, logits)
         tensors[PROBABILITIES] = probs.astype(np.float32)
+    if not all(np.isfinite(t).all() for t in tensors.values()):
+        # finite FP32 input far outside the model's [0, 1] range can overflow the network
+        raise V2Error(
+            "the model's output is not finite for this input: send spectra min-max normalised "
+            "to [0, 1] as the model expects (or use /v1/identify, which normalises them)"
+        )
     outputs = [_tensor(n, tensors[n]) for n in wanted]
     answer = {"model_name": name, "model_version": predictor.version, "outputs": outputs}
     return json_response(answer | ({"id": body.id} if body.id is not None else {}))

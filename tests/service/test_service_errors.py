@@ -51,6 +51,19 @@ def test_non_finite_wavenumbers_are_422(client: TestClient) -> None:
     assert_problem(post_raw(client, body), 422)
 
 
+@pytest.mark.parametrize("on_grid", [True, False])
+def test_huge_finite_intensities_are_answered_not_500(client: TestClient, on_grid: bool) -> None:
+    # finite, but max - min overflows float64: these came back as NaN and a 500
+    y = [1e308 if i % 2 else -1e308 for i in range(GRID.points)]
+    spectrum: dict[str, Any] = {"intensities": y}
+    if not on_grid:
+        spectrum["wavenumbers"] = [float(w) for w in GRID.axis]
+    r = client.post("/v1/identify", json={"spectra": [spectrum]})
+    assert r.status_code == 200, r.text
+    probabilities = [p["probability"] for p in r.json()["results"][0]["predictions"]]
+    assert all(0.0 <= p <= 1.0 for p in probabilities)
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -114,6 +114,8 @@ def test_versioned_infer_uses_that_version(client: TestClient) -> None:
         ({"inputs": [tensor([[0.0] * L], shape=[-1, 1, L])]}, "holds no spectra"),
         ({"inputs": [tensor([[0.0] * L]) | {"data": [[0.0] * L, [0.0]]}]}, "ragged"),
         ({"inputs": [tensor([[0.0] * L]) | {"data": [[[1e39] * L]]}]}, "overflow"),
+        # finite FP32, but the network's output overflows (a 500 before)
+        ({"inputs": [tensor([[3e38] * L])]}, "not finite"),
         ({"inputs": [tensor([[0.0] * L])], "outputs": [{"name": "embeddings"}]}, "unknown output"),
         ({"inputs": []}, "inputs"),
         ({"inputs": [tensor([[0.0] * L]) | {"data": ["a"] * L}]}, "data"),

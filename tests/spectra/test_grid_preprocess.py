@@ -79,6 +79,12 @@ def test_minmax_of_a_flat_array_is_zeros_not_nan() -> None:
     assert not np.isnan(out).any()
 
 
+def test_minmax_of_values_whose_range_overflows_is_still_the_unit_range() -> None:
+    # -1e308 and 1e308 are finite, their difference is not: the answer must not be NaN
+    out = minmax(np.array([1e308, -1e308, 0.0, 5e307]))
+    np.testing.assert_allclose(out, [1.0, 0.0, 0.5, 0.75])
+
+
 # --- Preprocessor.prepare ---------------------------------------------------------------------
 
 GRID = Grid(100.0, 1000.0, 256)
@@ -144,6 +150,25 @@ def test_flat_signal_warning_and_zero_values() -> None:
     p = Preprocessor(GRID).prepare(x, np.full(100, 42.0))
     assert [w.split(":")[0] for w in p.warnings] == ["flat_signal"]
     np.testing.assert_array_equal(p.values, 0.0)
+
+
+@pytest.mark.parametrize("scale", [1e-320, 1e-9, 1.0, 1e300])
+def test_signal_warnings_do_not_depend_on_the_intensity_scale(scale: float) -> None:
+    x = np.linspace(50.0, 1100.0, 1000)
+    y = peaks(x) * scale
+    assert Preprocessor(GRID).prepare(x, y).warnings == []
+    flat = Preprocessor(GRID).prepare(x, np.full(1000, 3.0 * scale)).warnings
+    assert [w.split(":")[0] for w in flat] == ["flat_signal"]
+
+
+def test_huge_finite_intensities_prepare_to_finite_values_without_false_warnings() -> None:
+    x = np.linspace(50.0, 1100.0, 1000)
+    y = np.where(np.arange(1000) % 2 == 0, 1e308, -1e308)
+    p = Preprocessor(GRID).prepare(x, y)
+    assert np.isfinite(p.values).all() and p.values.max() <= 1.0
+    assert p.warnings == []
+    on_grid = Preprocessor(GRID).prepare_on_grid(y[: GRID.points])
+    assert np.isfinite(on_grid.values).all() and set(np.unique(on_grid.values)) == {0.0, 1.0}
 
 
 def test_coverage_and_signal_warnings_combine() -> None:
