@@ -8,6 +8,7 @@ file can be used the whole request is 422, naming every file and its reason.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath, PureWindowsPath
@@ -29,6 +30,7 @@ from spectra.preprocess import Prepared, Preprocessor
 from spectra.readers.detect import read_bytes
 
 INSTANCE = "/v1/identify/files"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,41 +52,55 @@ async def identify_uploads(
     include_spectrum: bool = False,
 ) -> list[dict[str, Any]]:
     """Results in upload order: one per spectrum found, or one `error` result per bad file."""
-    pre = predictor.model.preprocessor
-    parsed = [await parse_upload(f, i, pre, settings) for i, f in enumerate(files)]
+    pre, parsed, found = predictor.model.preprocessor, [], 0
+    for i, upload in enumerate(files):  # one at a time: the spectra limit stops the rest early
+        parsed.append(await parse_upload(upload, i, pre, settings, found))
+        found += len(parsed[-1].prepared)
     if all(p.error is not None for p in parsed):
         raise AllFilesFailed(
             f"none of the {len(parsed)} file(s) could be used: {', '.join(p.file for p in parsed)}",
             files=[_error_result(p) for p in parsed],
         )
     prepared = [prep for p in parsed for prep in p.prepared]
-    if len(prepared) > settings.max_spectra_per_request:
-        raise LimitExceeded(
-            f"the files hold {len(prepared)} spectra; at most {settings.max_spectra_per_request}"
-        )
     answers = iter(await predictor.identify(prepared, top_k, include_spectrum))
     total_ms = (time.perf_counter() - started) * 1e3
     return [result for p in parsed for result in _results(p, answers, total_ms)]
 
 
+class TooManySpectra(LimitExceeded):
+    """The request's files hold more spectra than one request may: the whole request is 413."""
+
+
 async def parse_upload(
-    upload: UploadFile, index: int, pre: Preprocessor, settings: Settings
+    upload: UploadFile, index: int, pre: Preprocessor, settings: Settings, found: int = 0
 ) -> Parsed:
-    """Read and prepare one file off the event loop; map failures to a problem."""
+    """Read and prepare one file off the event loop (`found` spectra came in earlier files);
+    map the file's failures to a problem in its result."""
     name = safe_name(upload.filename, index)
     data = await upload.read()
+    limits = (settings.max_points_per_spectrum, settings.max_spectra_per_request - found)
     try:
-        return await asyncio.to_thread(_read, data, name, pre, settings.max_points_per_spectrum)
+        return await asyncio.to_thread(_read, data, name, pre, *limits)
+    except TooManySpectra as exc:
+        raise TooManySpectra(
+            f"the files hold more than {settings.max_spectra_per_request} spectra ({exc.detail}); "
+            f"at most {settings.max_spectra_per_request} per request"
+        ) from None
     except UnsupportedFormatError as exc:
         return Parsed(name, error=UnsupportedMediaType(str(exc), file=name))
     except SpectrumError as exc:
         return Parsed(name, error=InvalidFile(str(exc), file=name))
     except LimitExceeded as exc:
         return Parsed(name, error=exc)
+    except Exception:  # a reader bug on one file must not fail the others
+        log.exception("reading upload %s failed", name)
+        return Parsed(name, error=InvalidFile(f"{name}: the file could not be read", file=name))
 
 
-def _read(data: bytes, name: str, pre: Preprocessor, max_points: int) -> Parsed:
+def _read(data: bytes, name: str, pre: Preprocessor, max_points: int, max_spectra: int) -> Parsed:
     spectra = read_bytes(data, name)
+    if len(spectra) > max_spectra:  # before preprocessing them all
+        raise TooManySpectra(f"{name} holds {len(spectra)}")
     for spectrum in spectra:
         if len(spectrum) > max_points:
             raise LimitExceeded(f"{name}: {len(spectrum)} points; at most {max_points}", file=name)

@@ -97,6 +97,13 @@ def _blocks(text: str, source: str) -> list[_Block]:
                     leaves.append(block)
                 key = ""
                 continue
+            elif block.table:  # jcamp would read the table's rows as this label's value
+                raise ParseError(
+                    f"##{match[1].strip()}= after the data table; labels must come before "
+                    "##XYDATA= / ##XYPOINTS=",
+                    source,
+                    n,
+                )
             block.table = _check_label(key, value, source, n)
             if block.table:
                 value = value.replace(" ", "").upper()
@@ -201,7 +208,10 @@ def _decode(block: _Block, source: str) -> tuple[np.ndarray, np.ndarray]:
         if "Check failed" in message:
             raise ParseError(f"{message} The data are corrupt or out of order.", source, lineno)
     x, y = np.asarray(result["x"], dtype=np.float64), np.asarray(result["y"], dtype=np.float64)
-    declared = int(block.meta.get("NPOINTS", y.size))
+    npoints = block.meta.get("NPOINTS", str(y.size))
+    if not _is_count(npoints):  # a multi-line value: text between the label and the table
+        raise ParseError(f"##NPOINTS={npoints[:30]!r} is not a count", source, block.lineno)
+    declared = int(npoints)
     if y.size == 0:
         raise ParseError("the data table holds no values", source, block.lineno)
     if x.size != y.size or declared != y.size:

@@ -123,6 +123,47 @@ def test_file_limits(make_settings: Any) -> None:
         assert r.status_code == 422 and r.json()["files"][0]["error"]["status"] == 413
 
 
+def test_spectra_limit_counts_across_files_and_stops_reading(
+    make_settings: Any, monkeypatch: Any
+) -> None:
+    import service.routes.files as files
+
+    real, read = files.read_bytes, []
+
+    def counting(data: bytes, name: str) -> Any:
+        read.append(name)
+        return real(data, name)
+
+    monkeypatch.setattr(files, "read_bytes", counting)
+    with TestClient(create_app(make_settings(max_spectra_per_request=2))) as c:
+        names = ["a.csv", "b.csv", "c.csv", "d.csv"]
+        r = upload(c, [(n, csv_file(0)) for n in names])
+        assert r.status_code == 413 and r.json()["type"].endswith("limit-exceeded")
+        assert "more than 2 spectra" in r.json()["detail"]
+        assert read == ["a.csv", "b.csv", "c.csv"]  # d.csv was never read
+        assert upload(c, [(n, csv_file(0)) for n in names[:2]]).status_code == 200
+
+
+def test_a_reader_bug_on_one_file_fails_that_file_only(
+    client: TestClient, monkeypatch: Any
+) -> None:
+    import service.routes.files as files
+
+    real = files.read_bytes
+
+    def flaky(data: bytes, name: str) -> Any:
+        if name == "bad.csv":
+            raise ValueError("a bug in a reader")
+        return real(data, name)
+
+    monkeypatch.setattr(files, "read_bytes", flaky)
+    r = upload(client, [("bad.csv", csv_file(0)), ("good.csv", csv_file(1))])
+    assert r.status_code == 200, r.text
+    bad, good = r.json()["results"]
+    assert bad["error"]["status"] == 422 and bad["error"]["type"].endswith("invalid-file")
+    assert good["predictions"][0]["label"] == CLASSES[1]
+
+
 def test_form_fields_are_validated(client: TestClient) -> None:
     assert upload(client, [("a.csv", csv_file(0))], top_k=0).status_code == 422
     assert upload(client, [("a.csv", csv_file(0))], top_k=500).status_code == 422

@@ -147,6 +147,15 @@ def test_link_file_gives_one_spectrum_per_block() -> None:
         (xypoints("HZ"), "neither cm-1", 1),
         (jdx(*HEAD, "##PEAK TABLE=(XY..XY)", "1,2", "##END="), "peak table", 4),
         (jdx(*HEAD, "##XYDATA", "##END="), "without '='", 4),
+        # a label after the table header swallowed the rows, then int() failed: a 500 before
+        (
+            xypoints("1/CM")
+            .replace(b"##NPOINTS=8\n", b"")
+            .replace(b"(XY..XY)\n", b"(XY..XY)\n##NPOINTS=8\n"),
+            "after the data table",
+            8,
+        ),
+        (AFFN.replace(b"##NPOINTS=11", b"##NPOINTS=11\n12"), "not a count", 1),
     ],
 )
 def test_jcamp_errors_name_file_and_line(data: bytes, match: str, line: int) -> None:
