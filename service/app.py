@@ -18,7 +18,7 @@ from service import __version__
 from service.errors import install_handlers
 from service.manager import ModelManager
 from service.metrics import Metrics
-from service.middleware import BodyLimitMiddleware, MetricsMiddleware
+from service.middleware import BodyLimitMiddleware, MetricsMiddleware, UnexpectedErrorMiddleware
 from service.predictor import BatchingConfig
 from service.registry import ModelStore
 from service.routes import finetune, identify, models, ops, ui, v2
@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.traffic = Traffic()
     app.state.manager = None
     install_handlers(app)
+    app.add_middleware(UnexpectedErrorMiddleware)  # innermost: any escaped exception -> 500
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     # Outermost: sees 413s, and counts requests in flight for the batchers.
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, traffic=app.state.traffic)

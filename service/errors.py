@@ -1,22 +1,19 @@
 """Every failure the service reports, as one exception class per kind, rendered once.
 
 Each class carries its HTTP status, problem type and title; `install_handlers` renders them (and
-FastAPI's validation errors, Starlette's 404/405, and anything unexpected) as
-`application/problem+json` (RFC 9457). Under `/v2` the body also carries `error`, the field the
-Open Inference Protocol's clients read.
+FastAPI's validation errors and Starlette's 404/405) as `application/problem+json` (RFC 9457);
+anything unexpected is rendered by `service.middleware.UnexpectedErrorMiddleware`. Under `/v2`
+the body also carries `error`, the field the Open Inference Protocol's clients read.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "urn:raman:problem:"
@@ -196,15 +193,9 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, body, dict(exc.headers or {}))
 
 
-async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    error = ProblemError("the server failed to handle this request; see its log")
-    return problem_response(request, error.body(request.url.path))
-
-
 def install_handlers(app: FastAPI) -> None:
-    """Register the single rendering path for every error."""
+    """Register the single rendering path for every error (anything unexpected is rendered by
+    `service.middleware.UnexpectedErrorMiddleware`)."""
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
-    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request metrics (outermost) and the streaming body-size limit.
+"""Pure ASGI middleware: request metrics (outermost), the streaming body-size limit, and the
+last-resort 500 (innermost).
 
 Pure ASGI rather than `BaseHTTPMiddleware`: no extra task per request, and the body limit can
 count bytes as they arrive instead of trusting `Content-Length`.
@@ -7,15 +8,18 @@ count bytes as they arrive instead of trusting `Content-Length`.
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.deps import START_KEY
-from service.errors import PROBLEM_MEDIA_TYPE, PayloadTooLarge
+from service.errors import PROBLEM_MEDIA_TYPE, PayloadTooLarge, ProblemError
 from service.metrics import Metrics
 from service.traffic import Traffic
+
+log = logging.getLogger(__name__)
 
 UNMATCHED_ROUTE = "<unmatched>"
 """Route label for requests that matched no route (keeps label cardinality bounded)."""
@@ -106,19 +110,56 @@ class BodyLimitMiddleware:
             await self._reject(scope, send)
 
     async def _reject(self, scope: Scope, send: Send) -> None:
-        path = scope.get("path", "")
         error = PayloadTooLarge(f"the request body exceeds the limit of {self.max_bytes} bytes")
-        body = error.body(path)
-        if path.startswith("/v2"):
-            body = {"error": body["detail"], **body}
-        payload = json.dumps(body).encode()
-        headers = [
-            (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-            (b"content-length", str(len(payload)).encode()),
-            (b"connection", b"close"),
-        ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        # the unread rest of the body would be taken for the next request: close
+        await send_problem(send, scope.get("path", ""), error, close=True)
+
+
+class UnexpectedErrorMiddleware:
+    """Renders an exception nothing else handled as a 500 problem and keeps the connection.
+
+    Starlette's own last resort (`ServerErrorMiddleware`, where an `Exception` handler would be
+    installed) re-raises after answering, and uvicorn then drops the keep-alive connection, so a
+    pooled client lost its next request too. Installed innermost, just outside the routing.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if started:  # half an answer is out: closing the connection is all that is left
+                raise
+            error = ProblemError("the server failed to handle this request; see its log")
+            await send_problem(send, scope["path"], error)
+
+
+async def send_problem(send: Send, path: str, error: ProblemError, close: bool = False) -> None:
+    """Send `error` as a whole problem+json response (with the protocol's `error` under /v2)."""
+    body = error.body(path)
+    if path.startswith("/v2"):
+        body = {"error": body["detail"], **body}
+    payload = json.dumps(body).encode()
+    headers = [
+        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+        (b"content-length", str(len(payload)).encode()),
+        *([(b"connection", b"close")] if close else []),
+    ]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def _declared_length(scope: Scope) -> int:
