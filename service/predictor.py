@@ -5,7 +5,7 @@ session, so inference never blocks the event loop. Post-processing is vectorised
 the query's best similarity to each class's reference spectra (the card's metric) and its scores
 of the card's ranking search, the card's probabilities (`spectra.scoring.combined_probabilities`:
 temperature-scaled softmax, mixed with a softmax over those scores where the card says so), top-k,
-and the card's no-match rule.
+and the no-match rule (`spectra.scoring.is_match`).
 Requests hold a lease while they use a predictor; a retired predictor (replaced by a reload or
 activation) closes once its last lease is returned, so batches already queued on it finish on its
 session.
@@ -27,7 +27,7 @@ from service.metrics import Metrics
 from service.model import LoadedModel
 from service.traffic import Traffic
 from spectra.preprocess import Prepared
-from spectra.scoring import combined_probabilities, match_margin, softmax
+from spectra.scoring import combined_probabilities, is_match, served_rule, softmax
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class Predictor:
     ) -> dict[str, Any]:
         calib = self.model.card.calibration
         classes = self.model.card.classes
-        match = bool(match_margin(probs[top[0]], sims[0], calib) >= 0)
+        match = is_match(probs[top[0]], sims[0], prep.coverage, calib)
         self.metrics.identifications.labels(self.name, "match" if match else "no_match").inc()
         predictions = [
             {
@@ -172,7 +172,7 @@ class Predictor:
             "predictions": predictions,
             "warnings": list(prep.warnings),
             "coverage": prep.coverage,
-            "no_match_rule": calib.rule,
+            "no_match_rule": served_rule(calib),
             "timings": {
                 "queue_ms": done.queued_s * 1e3,
                 "inference_ms": done.run_s * 1e3,

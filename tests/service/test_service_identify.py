@@ -6,12 +6,15 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from service_fixture_models import (
+    CALIBRATION,
     CLASSES,
     GRID,
     MODEL,
+    PEAKS,
     spectrum_off_grid,
     spectrum_on_grid,
 )
@@ -20,6 +23,7 @@ import service.manager as manager_module
 from service.app import create_app
 from service.settings import Settings
 from spectra.card import ModelCard, sha256_file
+from spectra.scoring import MIN_MATCH_COVERAGE
 
 
 def identify(client: TestClient, spectra: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -41,6 +45,23 @@ def test_on_grid_spectrum_is_identified(client: TestClient, cls: int) -> None:
     assert result["predictions"][0]["similarity"] > 0.9
     assert result["coverage"] == 1.0
     assert result["warnings"] == []
+
+
+def test_a_fragment_of_the_grid_is_never_a_confident_match(client: TestClient) -> None:
+    # the peak of class 2 measured over a window around it: identified, but below the floor
+    axis, y = GRID.axis, np.asarray(spectrum_on_grid(2))
+    inside = np.abs(axis - PEAKS[2]) <= 0.5 * MIN_MATCH_COVERAGE * (GRID.stop - GRID.start) - 20
+    fragment = {"wavenumbers": list(axis[inside]), "intensities": list(y[inside])}
+    wider = np.abs(axis - PEAKS[2]) <= 0.5 * MIN_MATCH_COVERAGE * (GRID.stop - GRID.start) + 20
+    enough = {"wavenumbers": list(axis[wider]), "intensities": list(y[wider])}
+    short, long = identify(client, [fragment, enough], top_k=1)["results"]
+    assert short["coverage"] < MIN_MATCH_COVERAGE <= long["coverage"]
+    for r in (short, long):
+        assert r["predictions"][0]["label"] == CLASSES[2]
+        assert r["predictions"][0]["probability"] >= CALIBRATION.min_probability
+        assert r["predictions"][0]["similarity"] >= CALIBRATION.min_similarity
+    assert short["match"] is False and long["match"] is True
+    assert f"{MIN_MATCH_COVERAGE:.0%} of the grid" in short["no_match_rule"]
 
 
 def test_answer_shape_ranks_probabilities_and_timings(client: TestClient) -> None:
