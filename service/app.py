@@ -111,7 +111,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.manager = None
     install_handlers(app)
     app.add_middleware(UnexpectedErrorMiddleware)  # innermost: any escaped exception -> 500
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        idle_timeout_s=settings.body_idle_timeout_s,
+    )
     # Outermost: sees 413s, and counts requests in flight for the batchers.
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, traffic=app.state.traffic)
     for router in (identify.router, models.router, v2.router, ops.router, finetune.router):

@@ -81,6 +81,10 @@ class ModelInvalid(ProblemError):
     status, slug, title = 409, "model-invalid", "Model version refused"
 
 
+class BodyTimeout(ProblemError):
+    status, slug, title = 408, "body-timeout", "Request body not received in time"
+
+
 class PayloadTooLarge(ProblemError):
     status, slug, title = 413, "payload-too-large", "Request too large"
 
@@ -176,6 +180,7 @@ HTTP_KINDS: dict[int, type[ProblemError]] = {
     400: BadRequest,
     404: NotFound,
     405: MethodNotAllowed,
+    408: BodyTimeout,
     413: PayloadTooLarge,
     415: UnsupportedMediaType,
 }

@@ -7,6 +7,7 @@ count bytes as they arrive instead of trusting `Content-Length`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -15,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.deps import START_KEY
-from service.errors import PROBLEM_MEDIA_TYPE, PayloadTooLarge, ProblemError
+from service.errors import PROBLEM_MEDIA_TYPE, BodyTimeout, PayloadTooLarge, ProblemError
 from service.metrics import Metrics
 from service.traffic import Traffic
 
@@ -27,7 +28,9 @@ UNMATCHED_ROUTE = "<unmatched>"
 
 class MetricsMiddleware:
     """Counts and times every HTTP request by route template, method and status, and keeps the
-    in-flight count the batchers consult (see `service.traffic`)."""
+    count the batchers consult (see `service.traffic`): a request counts as in flight once its
+    whole body has arrived, so a slow or stalled upload does not hold other requests' batches
+    open."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, traffic: Traffic) -> None:
         self.app = app
@@ -40,7 +43,15 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         scope.setdefault("state", {})[START_KEY] = started
-        status = 500
+        status, counted = 500, False
+
+        async def counting_receive() -> Message:
+            nonlocal counted
+            message = await receive()
+            if not counted and message["type"] == "http.request" and not message.get("more_body"):
+                counted = True
+                self.traffic.in_flight += 1
+            return message
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -48,11 +59,11 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        self.traffic.in_flight += 1
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, counting_receive, send_status)
         finally:
-            self.traffic.in_flight -= 1
+            if counted:
+                self.traffic.in_flight -= 1
             self._record(scope, status, time.perf_counter() - started)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
@@ -63,38 +74,47 @@ class MetricsMiddleware:
         self.metrics.http_duration.labels(*labels).observe(seconds)
 
 
-class BodyTooLarge(HTTPException):
-    """Raised from `receive` when the streamed body passes the limit (FastAPI re-raises
-    `HTTPException`s from body parsing, so the error handlers render it as a 413 problem)."""
+class BodyError(HTTPException):
+    """Raised from `receive` when the streamed body breaks a bound (FastAPI re-raises
+    `HTTPException`s from body parsing, so the error handlers render it as a problem; the
+    middleware answers it itself when the app lets it through)."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"the request body exceeds the limit of {limit} bytes")
+    def __init__(self, error: ProblemError) -> None:
+        super().__init__(error.status, error.detail)
+        self.error = error
 
 
 class BodyLimitMiddleware:
-    """413 for bodies over `max_bytes`: at once from `Content-Length`, else while streaming."""
+    """413 for bodies over `max_bytes` (at once from `Content-Length`, else while streaming),
+    408 when the next part of a body takes over `idle_timeout_s` to arrive."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, idle_timeout_s: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.idle_timeout_s = idle_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         if _declared_length(scope) > self.max_bytes:
-            await self._reject(scope, send)
+            await send_problem(send, scope.get("path", ""), self._too_large(), close=True)
             return
         received = 0
         started = False
 
         async def limited_receive() -> Message:
             nonlocal received
-            message = await receive()
+            try:
+                async with asyncio.timeout(self.idle_timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                detail = f"no part of the request body arrived for {self.idle_timeout_s:g} s"
+                raise BodyError(BodyTimeout(detail)) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                    raise BodyError(self._too_large())
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -104,15 +124,14 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
+        except BodyError as exc:
             if started:
                 raise
-            await self._reject(scope, send)
+            # the unread rest of the body would be taken for the next request: close
+            await send_problem(send, scope.get("path", ""), exc.error, close=True)
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
-        error = PayloadTooLarge(f"the request body exceeds the limit of {self.max_bytes} bytes")
-        # the unread rest of the body would be taken for the next request: close
-        await send_problem(send, scope.get("path", ""), error, close=True)
+    def _too_large(self) -> ProblemError:
+        return PayloadTooLarge(f"the request body exceeds the limit of {self.max_bytes} bytes")
 
 
 class UnexpectedErrorMiddleware:

@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     # --- limits ---
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     """Largest request body in bytes (counted as it streams); larger bodies get 413."""
+    body_idle_timeout_s: float = Field(default=30.0, gt=0.0)
+    """Longest wait for the next part of a request body; a client that stalls longer gets 408."""
     max_spectra_per_request: int = Field(default=256, ge=1)
     """Most spectra in one identify or v2 infer request (more: 413)."""
     max_points_per_spectrum: int = Field(default=20_000, ge=8)

@@ -1,9 +1,11 @@
 """How many requests the server is handling, and how many of them wait on a batcher.
 
-The batcher holds a batch open for companions only while `expect_more()` is true: some accepted
-request has not reached a batcher yet (its body is still arriving, or it is being parsed). A
-lone request is therefore dispatched at once, while under concurrent load batches still fill up
-to `max_batch_size` or `max_wait_ms`. All counting happens on the event loop thread.
+The batcher holds a batch open for companions only while `expect_more()` is true: some request
+whose body has arrived has not reached a batcher yet (it is being parsed and preprocessed). A
+request whose body is still arriving does not count (`service.middleware.MetricsMiddleware`), so
+a slow or stalled upload holds no batch open. A lone request is therefore dispatched at once,
+while under concurrent load batches still fill up to `max_batch_size` or `max_wait_ms`. All
+counting happens on the event loop thread.
 """
 
 from __future__ import annotations

@@ -94,6 +94,7 @@ _TITLES = {
     401: "Missing or invalid API key",
     403: "Operation disabled",
     404: "Unknown model, version, label or route",
+    408: "Request body not received in time",
     409: "Model version refused or not loaded",
     413: "Request exceeds a size limit",
     415: "Unsupported content",

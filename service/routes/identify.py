@@ -6,10 +6,10 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 
 from service.deps import ManagerDep, SettingsDep, StartedDep
-from service.errors import InvalidInput, LimitExceeded
+from service.errors import InvalidInput, LimitExceeded, UnsupportedMediaType
 from service.predictor import Predictor
 from service.routes.common import json_body, json_body_openapi, json_response, problems
 from service.routes.files import identify_uploads
@@ -51,11 +51,19 @@ async def identify(
     return json_response({"model": model_ref(predictor), "results": results})
 
 
+async def require_multipart(request: Request) -> None:
+    """415 unless the body is multipart/form-data (else FastAPI finds no `files` field: 422)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "multipart/form-data":
+        raise UnsupportedMediaType(f"upload files as multipart/form-data, not {media or 'nothing'}")
+
+
 @router.post(
     "/identify/files",
     summary="Identify spectra in uploaded instrument files",
     response_model=FilesResponse,
-    responses=COMMON_PROBLEMS,
+    responses=problems(400, 408, 415) | COMMON_PROBLEMS,
+    dependencies=[Depends(require_multipart)],
 )
 async def identify_files(
     files: Annotated[list[UploadFile], File(description="RRUFF txt, CSV/TXT, JCAMP-DX or SPC.")],

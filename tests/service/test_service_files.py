@@ -168,4 +168,12 @@ def test_form_fields_are_validated(client: TestClient) -> None:
     assert upload(client, [("a.csv", csv_file(0))], top_k=0).status_code == 422
     assert upload(client, [("a.csv", csv_file(0))], top_k=500).status_code == 422
     assert upload(client, [("a.csv", csv_file(0))], model="nope").status_code == 404
-    assert client.post(URL, data={"top_k": "3"}).status_code == 422  # no files at all
+    assert client.post(URL, files=[("top_k", (None, "3"))]).status_code == 422  # no files at all
+
+
+def test_a_body_that_is_not_multipart_is_415(client: TestClient) -> None:
+    for kwargs in ({"json": {"files": []}}, {"data": {"top_k": "3"}}, {"content": b"x"}):
+        r = client.post(URL, **kwargs)
+        assert r.status_code == 415, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert "multipart/form-data" in r.json()["detail"]
