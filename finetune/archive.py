@@ -10,10 +10,12 @@ the limit. Hidden files and macOS resource forks (`__MACOSX/`, `._x`, `.DS_Store
 from __future__ import annotations
 
 import io
+import lzma
 import re
 import stat
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import IO
 
@@ -110,6 +112,10 @@ class _Budget:
         return bytes(out)
 
 
+_CORRUPT = (EOFError, OSError, zlib.error, lzma.LZMAError)
+"""What the decompressors raise on damaged member data (deflate, bzip2, LZMA, gzip)."""
+
+
 def _read_zip(blob: bytes, limits: ArchiveLimits) -> list[Member]:
     budget, out = _Budget(limits), []
     try:
@@ -131,7 +137,7 @@ def _read_zip(blob: bytes, limits: ArchiveLimits) -> list[Member]:
                     raise ArchiveError(f"archive member {name!r} is encrypted")
                 with zf.open(info) as fh:
                     out.append(Member(name, budget.read(fh, name)))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, *_CORRUPT, NotImplementedError) as exc:
         raise ArchiveError(f"the zip archive is corrupt or unsupported: {exc}") from None
     return out
 
@@ -156,7 +162,7 @@ def _read_tar(blob: bytes, limits: ArchiveLimits) -> list[Member]:
                 fh = tf.extractfile(info)
                 assert fh is not None  # regular files always have a body
                 out.append(Member(name, budget.read(fh, name)))
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except (tarfile.TarError, *_CORRUPT) as exc:
         raise ArchiveError(f"the tar archive is corrupt or unsupported: {exc}") from None
     return out
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import posixpath
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,7 +151,7 @@ def _json_labels(
     clash = [
         {"spectrum": n, "error": f"label {s.label!r} but labels[{i}] is {lab!r}"}
         for i, (n, s, lab) in enumerate(zip(names, spectra, labels, strict=True))
-        if s.label is not None and s.label != lab
+        if s.label is not None and s.label.strip() != lab.strip()
     ]
     if clash:
         raise IngestError("spectrum labels contradict the `labels` list", items=clash)
@@ -158,10 +159,13 @@ def _json_labels(
 
 
 def clean_label(label: str, where: str) -> str:
-    """A label without surrounding blanks; refuses empty or over-long ones."""
+    """A label without surrounding blanks; refuses empty or over-long ones, and control
+    characters (a NUL is lost when labels are stored, so two labels would become one)."""
     text = label.strip()
     if not text or len(text) > MAX_LABEL:
         raise IngestError(f"{where}: a label must have 1-{MAX_LABEL} characters, got {label!r}")
+    if any(unicodedata.category(c) == "Cc" for c in text):
+        raise IngestError(f"{where}: a label must not hold control characters, got {label!r}")
     return text
 
 

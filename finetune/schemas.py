@@ -24,9 +24,10 @@ DEFAULT_PATIENCE = 15
 
 
 class Strict(BaseModel):
-    """Request bodies: unknown fields are errors; NaN/Inf are refused."""
+    """Request bodies: unknown fields are errors; NaN/Inf are refused; nothing is coerced to
+    another type (`"yes"` or `1` does not switch `activate` on, `"5"` is not an epoch count)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class Hyperparameters(Strict):
@@ -54,11 +55,15 @@ class JobOptions(Strict):
     """A job without its data: base model, output, validation, activation, hyper-parameters."""
 
     base_model: str | None = Field(
-        default=None, description="Model name (default: the default model)."
+        default=None, min_length=1, description="Model name (default: the default model)."
     )
-    base_version: str | None = Field(default=None, description="Version (default: the active one).")
+    base_version: str | None = Field(
+        default=None, min_length=1, description="Version (default: the active one)."
+    )
     output_model: str | None = Field(
-        default=None, description="Name the new version is registered under (default: base_model)."
+        default=None,
+        min_length=1,
+        description="Name the new version is registered under (default: base_model).",
     )
     val_fraction: float = Field(
         default=0.2, ge=0.0, le=0.5, description="Share of each class held out for validation."

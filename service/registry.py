@@ -51,10 +51,13 @@ class ModelStore:
         return self.root.is_dir()
 
     def names(self) -> list[str]:
-        """Model names present in the store (directories with a valid name)."""
+        """Model names present in the store: directories with a valid name that hold a version
+        (a fine-tune export that failed into a new name leaves a directory with only its lock
+        file, which is no model)."""
         if not self.exists():
             return []
-        return sorted(p.name for p in self.root.iterdir() if self._is_entry(p))
+        models = (p for p in self.root.iterdir() if self._is_entry(p))
+        return sorted(p.name for p in models if any(self._is_entry(v) for v in p.iterdir()))
 
     def versions(self, name: str) -> list[str]:
         """The versions of `name`, oldest first; 404 if the model does not exist."""

@@ -16,9 +16,10 @@ Floats = list[StrictFloat]
 
 
 class Strict(BaseModel):
-    """Base for request bodies: unknown fields are errors (typos must not pass silently)."""
+    """Base for request bodies: unknown fields are errors (typos must not pass silently), and
+    no value is coerced to another type (`"3"`, `true` or `2.0` are not a `top_k`)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 # --- /v1/identify ---
@@ -47,8 +48,12 @@ class IdentifyRequest(Strict):
 
     spectra: list[SpectrumIn] = Field(min_length=1)
     top_k: int = Field(5, ge=1, description="Ranked labels per spectrum (at most max_top_k).")
-    model: str | None = Field(None, description="Model name; the default model when omitted.")
-    version: str | None = Field(None, description="Version; the active one when omitted.")
+    model: str | None = Field(
+        None, min_length=1, description="Model name; the default model when omitted."
+    )
+    version: str | None = Field(
+        None, min_length=1, description="Version; the active one when omitted."
+    )
     include_spectrum: bool = Field(
         False, description="Also return each spectrum as the model saw it (on the model grid)."
     )

@@ -163,6 +163,14 @@ JSON_CASES = [
     ("false accept 0", job_body(max_false_accept=0.0), 422, "invalid-input"),
     ("false accept 1", job_body(max_false_accept=1.0), 422, "invalid-input"),
     ("typo", job_body(epochs=3), 422, "invalid-input"),
+    # no coercion: "yes" / 1 switched activation on, "5" / true were epoch counts
+    ("activate yes", job_body(activate="yes"), 422, "invalid-input"),
+    ("activate 1", job_body(activate=1), 422, "invalid-input"),
+    ("epochs text", job_body(hyperparameters={"epochs": "5"}), 422, "invalid-input"),
+    ("epochs bool", job_body(hyperparameters={"epochs": True}), 422, "invalid-input"),
+    ("rate text", job_body(hyperparameters={"learning_rate": "1e-3"}), 422, "invalid-input"),
+    ("empty base", job_body(base_model=""), 422, "invalid-input"),
+    ("empty output", job_body(output_model=""), 422, "invalid-input"),
     ("bad output name", job_body(output_model="../x"), 422, "invalid-input"),
 ]  # fmt: skip
 

@@ -66,6 +66,20 @@ def test_missing_and_contradicting_labels_are_named() -> None:
     items = labelled_json(TWO, 3)
     with pytest.raises(IngestError, match="contradict"):
         from_json(spectra(items), ["Caffeine"] * 6, GRID, 0.2, LIMITS)
+    items = labelled_json(TWO, 3)
+    for item in items:
+        item["label"] = f" {item['label']} "  # the same label once cleaned: no contradiction
+    labels = [str(item["label"]).strip() for item in items]
+    assert from_json(spectra(items), labels, GRID, 0.2, LIMITS).classes == sorted(TWO)
+
+
+@pytest.mark.parametrize("bad", ["Quartz\x00", "Qu\nartz", "Quartz\x7f"])
+def test_labels_with_control_characters_are_refused(bad: str) -> None:
+    # "Quartz\x00" was accepted, then stored as "Quartz": a second "Quartz" class failed the job
+    items = [{"intensities": on_grid(p, i)} for p in TWO.values() for i in range(3)]
+    labels = ["Quartz"] * 3 + [bad] * 3
+    with pytest.raises(IngestError, match="control characters"):
+        from_json(spectra(items), labels, GRID, 0.2, LIMITS)
 
 
 @pytest.mark.parametrize(
@@ -204,6 +218,18 @@ def test_zip_bomb_member_count_and_links_are_refused() -> None:
         tf.addfile(link)
     with pytest.raises(ArchiveError, match="link"):
         read_archive(buf.getvalue(), ArchiveLimits())
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_damaged_compressed_member_data_is_a_corrupt_archive(method: int) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method) as zf:
+        zf.writestr("Quartz/a.csv", "".join(f"{i},{i % 7}\n" for i in range(5000)))
+    blob = bytearray(buf.getvalue())
+    start = 30 + len("Quartz/a.csv") + 12  # into the compressed data (past LZMA's properties)
+    blob[start : start + 64] = b"\xff" * 64  # the decompressor fails before any CRC check
+    with pytest.raises(ArchiveError, match="corrupt"):  # was zlib.error / OSError / LZMAError
+        read_archive(bytes(blob), ArchiveLimits())
 
 
 def test_not_an_archive_and_empty_archive() -> None:

@@ -83,6 +83,12 @@ def test_huge_finite_intensities_are_answered_not_500(client: TestClient, on_gri
         '{"spectra": [{"intensity": [1, 2]}]}',
         '{"spectra": [{"intensities": [1, 2]}], "unexpected": 1}',
         '{"spectra": [{"id": 5, "intensities": [1, 2]}]}',
+        # no coercion: these were taken as top_k 3 / 1 / 2 and the default model
+        '{"spectra": [{"intensities": [1, 2]}], "top_k": "3"}',
+        '{"spectra": [{"intensities": [1, 2]}], "top_k": true}',
+        '{"spectra": [{"intensities": [1, 2]}], "top_k": 2.0}',
+        '{"spectra": [{"intensities": [1, 2]}], "model": ""}',
+        '{"spectra": [{"intensities": [1, 2]}], "include_spectrum": "yes"}',
     ],
 )
 def test_malformed_or_mistyped_bodies_are_422(client: TestClient, body: str) -> None:

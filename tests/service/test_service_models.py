@@ -48,6 +48,16 @@ def test_list_models(client: TestClient) -> None:
     assert [v["version"] for v in minerals["versions"] if v["loaded"]] == ["2"]
 
 
+def test_a_directory_without_versions_is_no_model(make_settings: Any, store: Path) -> None:
+    # what a fine-tune export that failed into a new model name leaves behind
+    (store / "half-made").mkdir()
+    (store / "half-made" / ".version.lock").touch()
+    with TestClient(create_app(make_settings())) as c:
+        assert "half-made" not in {m["name"] for m in c.get("/v1/models").json()["models"]}
+        r = c.post("/v1/identify", json=SPECTRUM | {"model": "half-made"})
+        assert r.status_code == 404 and r.json()["type"].endswith("model-not-found")
+
+
 def test_inspect_model(client: TestClient) -> None:
     body = client.get(f"/v1/models/{MODEL}").json()
     assert body["classes"] == len(CLASSES)
