@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import IO
 
 PR_SET_PDEATHSIG = 1
 
@@ -58,3 +59,26 @@ def describe_exit(code: int | None) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"code {code}"
+
+
+class OutputTail:
+    """Passes a child's output stream on to ours and keeps its last `keep` bytes: what a
+    training process printed before it died (an import error, say) belongs in the job's log,
+    not only in the worker's."""
+
+    def __init__(self, stream: IO[bytes], keep: int = 4000) -> None:
+        self.keep, self.tail = keep, b""
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: IO[bytes]) -> None:
+        out = sys.stderr.buffer
+        while chunk := stream.read1(65536):  # type: ignore[attr-defined]
+            out.write(chunk)
+            out.flush()
+            self.tail = (self.tail + chunk)[-self.keep :]
+
+    def text(self, timeout_s: float = 5.0) -> str:
+        """The kept output, once the stream has ended (or `timeout_s` passed)."""
+        self._thread.join(timeout_s)
+        return self.tail.decode(errors="replace").replace("\r", "\n").strip()

@@ -195,6 +195,13 @@ class JobWatcher:
         self.seq = 0
         self.live: dict[str, str] = {}  # state of queued/running jobs as last seen
         self.primed = False
+        self.history_seq: int | None = None  # see `mark_start`
+
+    def mark_start(self) -> None:
+        """Remember where the store stands before the service loads its models: a job that
+        ends while they load (seconds) is then reported by the first poll, not taken for
+        history, so the version it activated is served (blocking: run it in a thread)."""
+        self.history_seq = self.store.last_seq()
 
     def poll(self) -> list[JobEvent]:
         """One round (blocking: run it in a thread)."""
@@ -206,10 +213,13 @@ class JobWatcher:
             old = self.live.pop(job.id, None)
             if not job.terminal:
                 self.live[job.id] = job.state
-            if old != job.state and (self.primed or not job.terminal):
+            if old != job.state and (self.primed or not job.terminal or self._new(job.seq)):
                 events.append(JobEvent(job, old))
         self.primed = True  # jobs that ended before this process started are history
         return events
+
+    def _new(self, seq: int) -> bool:
+        return self.history_seq is not None and seq > self.history_seq
 
 
 class JobSupervisor:

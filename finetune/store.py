@@ -155,6 +155,13 @@ class JobStore:
             rows = con.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         return {state: n for state, n in rows}
 
+    def last_seq(self) -> int:
+        """The latest change's `seq` (0 for an empty or missing store)."""
+        if not self.exists():
+            return 0
+        with self._connect() as con:
+            return int(con.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()[0])
+
     def changed_since(self, seq: int) -> list[JobRecord]:
         """Jobs whose state changed after `seq`, oldest change first."""
         if not self.exists():

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from finetune.proc import describe_exit, die_with_parent, terminate
+from finetune.proc import OutputTail, describe_exit, die_with_parent, terminate
 from finetune.records import JobRecord, worker_id
 from finetune.runner import child_env
 from finetune.store import JOURNAL_MODES, JobStore
@@ -128,7 +128,9 @@ class Worker:
     def run_one(self, job: JobRecord) -> None:
         """Run the job in a child process and settle its state when the child ends."""
         log.info("job %s: running", job.id)
-        proc = subprocess.Popen(self._command(job.id), env=child_env())
+        proc = subprocess.Popen(self._command(job.id), env=child_env(), stderr=subprocess.PIPE)
+        assert proc.stderr is not None
+        output = OutputTail(proc.stderr)
         cancel_seen: float | None = None
         last_beat = time.monotonic()
         while proc.poll() is None:
@@ -142,15 +144,16 @@ class Worker:
             late = cancel_seen is not None and now - cancel_seen > self.args.cancel_grace_s
             if self.stopping or (late and not self._publishing(job.id)):
                 terminate(proc, self.args.cancel_grace_s)
-        self.settle(job.id, proc.returncode)
+        self.settle(job.id, proc.returncode, output.text())
 
     def _publishing(self, job_id: str) -> bool:
         """Whether the job is exporting its version (a cancel no longer stops it then)."""
         job = self.store.get(job_id)
         return job is not None and job.progress.get("stage") in ("exporting", "done")
 
-    def settle(self, job_id: str, code: int | None) -> None:
-        """Give a job its final state if the child did not (it crashed, was killed, ...)."""
+    def settle(self, job_id: str, code: int | None, output: str = "") -> None:
+        """Give a job its final state if the child did not (it crashed, was killed, ...); a
+        failure's log gets the end of what the child printed."""
         job = self.store.get(job_id)
         if job is None or job.terminal:
             return
@@ -159,6 +162,8 @@ class Worker:
         elif self.stopping:
             self.store.requeue(job_id, "the worker was stopped; the job will run again")
         else:
+            if output:
+                self.store.log(job_id, f"the training process's last output:\n{output}")
             self.store.finish(
                 job_id, "failed", f"training process exited with {describe_exit(code)}"
             )

@@ -85,10 +85,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     manager = build_manager(settings, app.state.metrics, app.state.traffic)
     log.info("model store: %s", manager.store.root)
+    hub = await finetune.open_hub(app)  # before the models load: jobs ending meanwhile count
     await manager.start()
     app.state.manager = manager
     try:
-        async with finetune.running(app):  # job store watcher; the local worker, if any
+        async with finetune.running(app, hub):  # job store watcher; the local worker, if any
             yield
     finally:
         app.state.manager = None

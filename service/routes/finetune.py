@@ -1,8 +1,9 @@
 """`/v1/finetune-jobs`: submit, list, inspect, cancel and read the log of fine-tune jobs.
 
 HTTP only: the data checks live in `finetune.ingest`, the state in `finetune.store`, the running
-in a `finetune.runner.JobRunner` (no torch in this process). `running(app)` is the lifespan
-part: it builds the `FinetuneHub` and runs its `JobSupervisor`, which polls the job store every
+in a `finetune.runner.JobRunner` (no torch in this process). `open_hub(app)` and
+`running(app, hub)` are the lifespan part: they build the `FinetuneHub` (before the models load)
+and run its `JobSupervisor` (after), which polls the job store every
 `finetune_poll_s` to drive the metrics, fail jobs whose worker died, remove old data, keep the
 local worker alive, and reload a model after a job activated a new version of it (the worker
 writes the version and its `ACTIVE` marker; the API only swaps it in, without downtime).
@@ -11,6 +12,7 @@ writes the version and its `ACTIVE` marker; the API only swaps it in, without do
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import re
 import shutil
@@ -71,6 +73,8 @@ JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 SCHEMAS = (JobCreate,)
 """Request bodies read by hand (JSON or multipart): published in OpenAPI by `add_schemas`."""
 WEIGHTS = "weights.pt"
+TRAINING_INSTALLED = all(importlib.util.find_spec(m) is not None for m in ("torch", "onnx"))
+"""Whether this Python can run `finetune.run_job` (looked up, never imported: no torch here)."""
 
 
 class JobNotFound(NotFound):
@@ -104,6 +108,10 @@ class SubmitFailed(ProblemError):
     status, slug, title = 503, "job-submit-failed", "The job could not be handed to a runner"
 
 
+class FinetuneUnavailable(ProblemError):
+    status, slug, title = 503, "finetune-unavailable", "Fine-tuning is not installed here"
+
+
 # --- the hub: store, runner, watcher -------------------------------------------------------------
 
 
@@ -125,6 +133,16 @@ class FinetuneHub:
             ArchiveLimits(settings.finetune_max_archive_members, min(unpacked, MAX_FILE_BYTES),
                           unpacked),
         )  # fmt: skip
+
+    def require_training(self) -> None:
+        """503 unless a job can train: the local worker runs this Python, which needs PyTorch
+        (the API alone does not; `make serve` installs none). Other runners train elsewhere."""
+        if isinstance(self.runner, LocalProcessRunner) and not TRAINING_INSTALLED:
+            raise FinetuneUnavailable(
+                "fine-tune jobs train with PyTorch in the service's own Python environment, "
+                "which has none: install it (pip install torch '.[train]'), or run the jobs "
+                "elsewhere (RAMAN_FINETUNE_WORKER=external with raman-worker, or kubernetes)"
+            )
 
     def create(self, spec: JobSpec, data: TrainingData) -> JobRecord:
         """Write the data, then queue the job (blocking: call in a thread)."""
@@ -180,10 +198,19 @@ def make_runner(settings: Settings, store: JobStore) -> JobRunner:
     return LocalProcessRunner(options, store)
 
 
-@asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[None]:
-    """Lifespan part: the hub and its watcher; on exit the local worker is stopped."""
+async def open_hub(app: FastAPI) -> FinetuneHub:
+    """The hub, its watcher marked at the store's current state: call it before the models
+    load, so that a job ending while they do is reported to `on_event` (see
+    `JobWatcher.mark_start`)."""
     hub = FinetuneHub(app, app.state.settings)
+    await asyncio.to_thread(hub.supervisor.watcher.mark_start)
+    return hub
+
+
+@asynccontextmanager
+async def running(app: FastAPI, hub: FinetuneHub) -> AsyncIterator[None]:
+    """Lifespan part, once the models are loaded: the hub's watcher runs; on exit the local
+    worker is stopped."""
     app.state.finetune = hub
     task = asyncio.create_task(hub.supervisor.run(), name="finetune-supervisor")
     try:
@@ -226,6 +253,7 @@ async def submit(
     request: Request, hub: HubDep, manager: ManagerDep, settings: SettingsDep
 ) -> Response:
     """Check the data (nothing is queued if anything is wrong), queue the job, answer 202."""
+    hub.require_training()
     options, build = await read_submission(request, hub)
     spec, grid = resolve_spec(options, manager, settings)
     try:

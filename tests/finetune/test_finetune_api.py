@@ -24,7 +24,12 @@ from finetune_fixtures import (
 )
 from onnx import TensorProto, helper, numpy_helper
 
+import service.routes.finetune as finetune_routes
+from finetune.publish import write_active
+from finetune.schemas import Hyperparameters, JobSpec
+from finetune.store import JobStore
 from service.app import create_app
+from service.manager import ModelManager
 from service.settings import Settings
 from spectra.card import ModelCard, sha256_file
 
@@ -32,6 +37,8 @@ KEY = "api-test-key"
 MODEL = "lab-minerals"
 AUTH = {"X-API-Key": KEY}
 TWO = {k: NEW_PEAKS[k] for k in ("Aspirin", "Caffeine")}
+SPEC = JobSpec(base_model=MODEL, base_version="1", output_model=MODEL, val_fraction=0.2,
+               activate=True, hyperparameters=Hyperparameters(epochs=3))  # fmt: skip
 
 
 def write_version(store: Path, name: str, version: str, weights: bool = True) -> None:
@@ -98,6 +105,47 @@ def job_body(**overrides: Any) -> dict[str, Any]:
 
 def job_ids(client: TestClient) -> list[str]:
     return [j["id"] for j in client.get("/v1/finetune-jobs", headers=AUTH).json()["jobs"]]
+
+
+def test_a_job_that_activates_a_version_while_the_api_starts_is_served(
+    make_client: Callable[..., TestClient], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an API restarting while an external worker finishes a job: the job ends while the
+    # models load, before the watcher's first poll, which took it for history (v1 served on)
+    jobs = JobStore(tmp_path / "jobs")
+    assert jobs.create("a" * 32, SPEC, {"spectra": 6}, 10)
+    assert jobs.claim_next("elsewhere:1") is not None
+    start = ModelManager.start
+
+    async def start_while_the_job_ends(manager: ModelManager) -> None:
+        await start(manager)  # v1 is loaded
+        write_version(tmp_path / "models", MODEL, "2")
+        write_active(tmp_path / "models", MODEL, "2")
+        jobs.set_result("a" * 32, {"model": MODEL, "version": "2", "activated": True})
+        jobs.finish("a" * 32, "succeeded")
+
+    monkeypatch.setattr(ModelManager, "start", start_while_the_job_ends)
+    client = make_client()
+    deadline = time.monotonic() + 10
+    while client.get(f"/v1/models/{MODEL}").json()["active_version"] != "2":
+        assert time.monotonic() < deadline, "the version the job activated was never served"
+        time.sleep(0.05)
+    log = client.get(f"/v1/finetune-jobs/{'a' * 32}/log", headers=AUTH).json()["lines"]
+    assert any("now serves" in line["message"] for line in log)
+
+
+def test_without_torch_the_local_worker_refuses_jobs_at_once(
+    make_client: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `make serve` installs the API without torch: jobs were accepted, then all failed
+    monkeypatch.setattr(finetune_routes, "TRAINING_INSTALLED", False)
+    client = make_client(finetune_worker="process")
+    r = client.post("/v1/finetune-jobs", json=job_body(), headers=AUTH)
+    assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["type"].endswith("finetune-unavailable") and "PyTorch" in r.json()["detail"]
+    assert job_ids(client) == []
+    external = make_client()  # an external worker trains elsewhere: accepted
+    assert external.post("/v1/finetune-jobs", json=job_body(), headers=AUTH).status_code == 202
 
 
 def test_submit_inspect_cancel(client: TestClient, tmp_path: Path) -> None:

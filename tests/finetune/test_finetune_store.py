@@ -18,6 +18,7 @@ from finetune.records import worker_id
 from finetune.runner import ExternalRunner, JobEvent, JobWatcher, KubectlRunner, count_transition
 from finetune.schemas import Hyperparameters, JobSpec
 from finetune.store import JobStore
+from finetune.worker import Worker, parse_args
 
 SPEC = JobSpec(base_model="m", base_version="1", output_model="m", val_fraction=0.2,
                activate=False, hyperparameters=Hyperparameters(epochs=3))  # fmt: skip
@@ -156,6 +157,39 @@ def test_watcher_reports_transitions_and_skips_history(store: JobStore) -> None:
     events = [(e.job.id, e.old, e.job.state) for e in watcher.poll()]
     assert events == [("live", "queued", "succeeded"), ("new", None, "queued")]
     assert watcher.poll() == []
+
+
+def test_a_job_ending_between_mark_start_and_the_first_poll_is_reported(store: JobStore) -> None:
+    # an API restarting while a job finishes: the job ends while the models load, before the
+    # first poll; without the mark it was taken for history and its new version never served
+    add(store, "old")
+    store.finish("old", "failed", "x")
+    add(store, "finishing")
+    store.claim("finishing", worker_id())
+    watcher = JobWatcher(store, heartbeat_timeout_s=60.0)
+    watcher.mark_start()
+    store.finish("finishing", "succeeded")  # while the models load
+    events = [(e.job.id, e.old, e.job.state) for e in watcher.poll()]
+    assert events == [("finishing", None, "succeeded")]  # "old" is still history
+    assert JobStore(store.root).last_seq() == watcher.seq
+
+
+def test_a_training_process_that_dies_early_leaves_its_output_in_the_job_log(
+    store: JobStore,
+) -> None:
+    # e.g. an API environment without torch: the child failed at import, and the job's log
+    # said only "training process exited with code 1"
+    worker = Worker(parse_args(["--job-store", str(store.root), "--once"]))
+    crash = "import sys; sys.exit('ModuleNotFoundError: No module named torch')"  # code 1
+    worker._command = lambda job_id: [sys.executable, "-c", crash]  # type: ignore[method-assign]
+    add(store, "a")
+    job = store.claim_next(worker_id())
+    assert job is not None
+    worker.run_one(job)
+    done = store.get("a")
+    assert done is not None and done.state == "failed" and "code 1" in str(done.error)
+    log = "\n".join(m for _, _, m in store.log_lines("a"))
+    assert "last output" in log and "No module named torch" in log
 
 
 def test_kubectl_runner_renders_the_template(tmp_path: Path) -> None:
