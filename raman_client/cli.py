@@ -161,7 +161,8 @@ def cmd_finetune(client: RamanClient, args: argparse.Namespace) -> int:
         k: v for k, v in (("epochs", args.epochs), ("freeze", args.freeze)) if v is not None
     }
     job = client.finetune(args.archive, base_model=args.base_model,
-                          base_version=args.base_version, **options)  # fmt: skip
+                          base_version=args.base_version, output_model=args.output_model,
+                          activate=args.activate or None, **options)  # fmt: skip
     print(f"started job {job.id} ({job.state})", file=sys.stderr)
     if args.wait:
         job = client.wait(job.id, poll=args.poll, on_update=_report)

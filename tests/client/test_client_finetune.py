@@ -126,3 +126,17 @@ def test_cli_jobs_and_log(
     assert "registered" in capsys.readouterr().out
     assert main(["job", "f" * 32, *common]) == 1
     assert "(404)" in capsys.readouterr().err
+
+
+def test_cli_finetune_passes_output_model_and_activate(
+    ft: ModuleType, ft_server: LiveServer, archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # both flags were parsed and then dropped: the job went to the base name, not activated
+    common = ["--url", ft_server.url, "--api-key", ft.API_KEY]
+    args = ["finetune", str(archive), "--output-model", "cli-out", "--activate", "--epochs", "500"]
+    assert main([*args, "--json", *common]) == 0
+    job = json.loads(capsys.readouterr().out)
+    assert (job["output_model"], job["activate"]) == ("cli-out", True)
+    with RamanClient(ft_server.url, api_key=ft.API_KEY, retries=1) as client:
+        client.cancel(job["id"])
+        assert client.wait(job["id"], poll=0.3, timeout=120).state == "cancelled"
