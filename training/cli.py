@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from spectra.errors import SpectrumError
 from spectra.grid import Grid
 from training.datasets import PRESETS, SubsetRule, build_dataset
 
@@ -418,8 +419,18 @@ def reproduce_command(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `raman-train`."""
+    """Entry point of `raman-train`: an unreadable input (no such file, not an RRUFF zip) is
+    one line on stderr and exit status 1, not a traceback."""
     args = parser().parse_args(argv)
+    try:
+        run(args)
+    except (SpectrumError, FileNotFoundError) as exc:
+        sys.exit(f"raman-train {args.command}: {exc}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> None:
+    """Run the parsed command."""
     if args.command == "dataset":
         cmd_dataset(args)
     elif args.command == "train":
@@ -438,4 +449,3 @@ def main(argv: list[str] | None = None) -> int:
         cmd_train(args)
         args.run = args.out
         cmd_export(args)
-    return 0

@@ -68,6 +68,13 @@ def test_help_exits_zero() -> None:
     assert "--width-div" in train.stdout and "--split" in train.stdout
 
 
+def test_a_missing_rruff_file_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    proc = run_cli("dataset", "--rruff", str(tmp_path / "nowhere.zip"), timeout=120)
+    assert proc.returncode == 1, explain(proc)
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("raman-train dataset: ") and "nowhere.zip" in proc.stderr
+
+
 def test_bad_arguments_exit_two() -> None:
     proc = run_cli("dataset", "--rruff", "x.zip", "--preset", "dataset_9", timeout=120)
     assert proc.returncode == 2
