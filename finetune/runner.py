@@ -251,7 +251,11 @@ class JobSupervisor:
         for event in await asyncio.to_thread(self._poll):
             if local is not None and event.job.state == "queued":
                 local.ensure_started()
-            await self.on_event(event)
+            try:  # the round's other events must not be lost: `seq` has moved past them
+                await self.on_event(event)
+            except Exception:
+                log.exception("fine-tune job %s: handling its change to %s", event.job.id,
+                              event.job.state)  # fmt: skip
 
     def _poll(self) -> list[JobEvent]:
         self.store.purge_data(self.retention_s)

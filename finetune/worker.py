@@ -142,7 +142,9 @@ class Worker:
             if cancel_seen is None and self.store.cancel_requested(job.id):
                 cancel_seen = now
             late = cancel_seen is not None and now - cancel_seen > self.args.cancel_grace_s
-            if self.stopping or (late and not self._publishing(job.id)):
+            # a job writing its version finishes either way: killed after the version is in
+            # place but before `succeeded`, it would be queued again and register a second one
+            if (self.stopping or late) and not self._publishing(job.id):
                 terminate(proc, self.args.cancel_grace_s)
         self.settle(job.id, proc.returncode, output.text())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sqlite3
 import subprocess
@@ -15,7 +16,14 @@ import pytest
 import finetune.store
 from finetune.publish import ACTIVE_FILE, version_lock, write_active
 from finetune.records import worker_id
-from finetune.runner import ExternalRunner, JobEvent, JobWatcher, KubectlRunner, count_transition
+from finetune.runner import (
+    ExternalRunner,
+    JobEvent,
+    JobSupervisor,
+    JobWatcher,
+    KubectlRunner,
+    count_transition,
+)
 from finetune.schemas import Hyperparameters, JobSpec
 from finetune.store import JobStore
 from finetune.worker import Worker, parse_args
@@ -190,6 +198,38 @@ def test_a_training_process_that_dies_early_leaves_its_output_in_the_job_log(
     assert done is not None and done.state == "failed" and "code 1" in str(done.error)
     log = "\n".join(m for _, _, m in store.log_lines("a"))
     assert "last output" in log and "No module named torch" in log
+
+
+def test_a_stopping_worker_lets_a_job_that_is_exporting_finish(store: JobStore) -> None:
+    # SIGTERM during the export used to kill the child; a job killed after its version was
+    # written but before `succeeded` was queued again and registered a second version
+    worker = Worker(parse_args(["--job-store", str(store.root), "--once"]))
+    finish = (f"import time; from finetune.store import JobStore; time.sleep(1.0); "
+              f"JobStore({str(store.root)!r}).finish('a', 'succeeded')")  # fmt: skip
+    worker._command = lambda job_id: [sys.executable, "-c", finish]  # type: ignore[method-assign]
+    add(store, "a")
+    job = store.claim_next(worker_id())
+    assert job is not None
+    store.set_progress("a", {"stage": "exporting"})
+    worker.stopping = True  # SIGTERM arrived
+    worker.run_one(job)
+    done = store.get("a")
+    assert done is not None and done.state == "succeeded" and done.attempts == 1
+
+
+def test_a_failing_event_handler_loses_no_other_event_of_the_round(store: JobStore) -> None:
+    add(store, "a")
+    add(store, "b")
+    handled: list[str] = []
+
+    async def on_event(event: JobEvent) -> None:
+        if event.job.id == "a":
+            raise RuntimeError("a reload failed oddly")
+        handled.append(event.job.id)
+
+    supervisor = JobSupervisor(store, ExternalRunner(), 60.0, 0.0, 0.01, on_event)
+    asyncio.run(supervisor.step())
+    assert handled == ["b"]
 
 
 def test_kubectl_runner_renders_the_template(tmp_path: Path) -> None:
