@@ -101,10 +101,12 @@ class BodyLimitMiddleware:
             await send_problem(send, scope.get("path", ""), self._too_large(), close=True)
             return
         received = 0
-        started = False
+        started = complete = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, complete
+            if complete:  # a wait for the client's disconnect (streaming responses): no bound
+                return await receive()
             try:
                 async with asyncio.timeout(self.idle_timeout_s):
                     message = await receive()
@@ -115,6 +117,7 @@ class BodyLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise BodyError(self._too_large())
+                complete = not message.get("more_body")
             return message
 
         async def tracking_send(message: Message) -> None:

@@ -67,6 +67,29 @@ def test_a_body_that_keeps_arriving_is_not_timed_out() -> None:
     assert sent[0]["status"] == 200
 
 
+def test_once_the_body_is_in_a_wait_for_the_disconnect_is_not_timed_out() -> None:
+    # streaming responses wait on receive() for http.disconnect for as long as they stream
+    receive, sent = client(b"body")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        waiting = asyncio.create_task(receive())  # what a streaming response does
+        await asyncio.sleep(0.2)  # four idle timeouts
+        assert not waiting.done()
+        waiting.cancel()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    asyncio.run(
+        BodyLimitMiddleware(app, max_bytes=1 << 20, idle_timeout_s=0.05)(SCOPE, receive, send)
+    )
+    assert sent[0]["status"] == 200
+
+
 def test_a_request_counts_as_in_flight_only_once_its_body_has_arrived() -> None:
     traffic, seen = Traffic(), []
     gate = asyncio.Event()
