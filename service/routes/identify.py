@@ -21,7 +21,7 @@ from spectra.preprocess import Prepared, Preprocessor
 router = APIRouter(prefix="/v1", tags=["identify"])
 
 IdentifyBody = Annotated[IdentifyRequest, Depends(json_body(IdentifyRequest))]
-COMMON_PROBLEMS = problems(404, 409, 413, 422, 429, 503, 504)
+COMMON_PROBLEMS = problems(404, 408, 409, 413, 422, 429, 503, 504)
 INLINE_POINTS = 16_384
 """Requests with more points than this are preprocessed off the event loop (about 1 ms)."""
 
@@ -62,7 +62,7 @@ async def require_multipart(request: Request) -> None:
     "/identify/files",
     summary="Identify spectra in uploaded instrument files",
     response_model=FilesResponse,
-    responses=problems(400, 408, 415) | COMMON_PROBLEMS,
+    responses=problems(400, 415) | COMMON_PROBLEMS,
     dependencies=[Depends(require_multipart)],
 )
 async def identify_files(

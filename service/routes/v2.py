@@ -39,7 +39,7 @@ InferBody = Annotated[V2InferRequest, Depends(json_body(V2InferRequest))]
 PROBABILITIES = "probabilities"
 INFER: dict[str, Any] = {
     "response_model": V2InferResponse,
-    "responses": problems(400, 404, 409, 413, 415, 429, 503, 504),
+    "responses": problems(400, 404, 408, 409, 413, 415, 429, 503, 504),
     "openapi_extra": json_body_openapi(V2InferRequest),
 }
 
