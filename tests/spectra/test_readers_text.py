@@ -152,6 +152,19 @@ def test_decode_bom_latin1_and_binary() -> None:
         decode(b"ab\x00cd", "a.bin")
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_utf16_text_with_its_byte_order_mark_is_read(encoding: str) -> None:
+    # Windows instrument software writes UTF-16; it was refused as binary (NUL bytes)
+    text = "Raman shift,Intensity\n" + "\n".join(rows(sep=","))
+    data = text.encode(encoding)
+    if encoding != "utf-16":  # the plain codec writes its own BOM
+        data = "\ufeff".encode(encoding) + data
+    [s] = read_bytes(data, "w.csv")
+    np.testing.assert_allclose(s.intensities, np.arange(10.0) ** 2)
+    with pytest.raises(ParseError, match="binary content"):
+        decode(text.encode("utf-16-le"), "no-bom.csv")  # without its mark: still binary
+
+
 # --- RRUFF zips ----------------------------------------------------------------------------------
 
 
@@ -230,6 +243,21 @@ def test_parse_columns_delimiters(sep: str) -> None:
     np.testing.assert_allclose(s.wavenumbers, 100.0 + np.arange(10))
     np.testing.assert_allclose(s.intensities, np.arange(10.0) ** 2)
     assert s.label is None and s.source == "a.csv" and s.meta == {}
+
+
+@pytest.mark.parametrize("sep", [";", "\t", " ", " ; "])
+def test_parse_columns_with_decimal_commas(sep: str) -> None:
+    # "1234,5;0,87": spreadsheets in much of Europe; these were refused as unsupported (415)
+    lines = [f"{100.5 + i:.1f}{sep}{i * i + 0.25:.2f}".replace(".", ",") for i in range(10)]
+    s = parse_columns("Wellenzahl;Intensität\n" + "\n".join(lines), "eu.csv")
+    np.testing.assert_allclose(s.wavenumbers, 100.5 + np.arange(10))
+    np.testing.assert_allclose(s.intensities, np.arange(10.0) ** 2 + 0.25)
+
+
+def test_a_comma_between_two_numbers_is_still_a_delimiter() -> None:
+    s = parse_columns("\n".join(f"{100 + i},{i}" for i in range(10)), "plain.csv")
+    np.testing.assert_allclose(s.wavenumbers, 100.0 + np.arange(10))  # not 100.0, 101.1, ...
+    np.testing.assert_allclose(s.intensities, np.arange(10.0))
 
 
 def test_parse_columns_header_comments_and_scientific_notation() -> None:
