@@ -154,20 +154,25 @@ async def run_inference(
         wanted = requested_outputs(body, predictor.model)
         rows = input_rows(body, predictor.model, max_rows)
         done = await predictor.logits(rows)
-    logits = np.stack([d.value for d in done]).astype(np.float32)
+    logits = finite(np.stack([d.value for d in done]).astype(np.float32))
     tensors = {predictor.model.card.output_name: logits}
     if PROBABILITIES in wanted:  # the same probabilities /v1/identify ranks by
         probs = predictor.probabilities(rows, logits)
-        tensors[PROBABILITIES] = probs.astype(np.float32)
-    if not all(np.isfinite(t).all() for t in tensors.values()):
-        # finite FP32 input far outside the model's [0, 1] range can overflow the network
+        tensors[PROBABILITIES] = finite(probs.astype(np.float32))
+    outputs = [_tensor(n, tensors[n]) for n in wanted]
+    answer = {"model_name": name, "model_version": predictor.version, "outputs": outputs}
+    return json_response(answer | ({"id": body.id} if body.id is not None else {}))
+
+
+def finite(values: np.ndarray) -> np.ndarray:
+    """`values`, or a 400 when finite FP32 input far outside the model's [0, 1] range has
+    overflowed the network (its JSON answer cannot hold the result)."""
+    if not np.isfinite(values).all():
         raise V2Error(
             "the model's output is not finite for this input: send spectra min-max normalised "
             "to [0, 1] as the model expects (or use /v1/identify, which normalises them)"
         )
-    outputs = [_tensor(n, tensors[n]) for n in wanted]
-    answer = {"model_name": name, "model_version": predictor.version, "outputs": outputs}
-    return json_response(answer | ({"id": body.id} if body.id is not None else {}))
+    return values
 
 
 def requested_outputs(body: V2InferRequest, model: LoadedModel) -> list[str]:
