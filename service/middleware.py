@@ -26,6 +26,19 @@ UNMATCHED_ROUTE = "<unmatched>"
 """Route label for requests that matched no route (keeps label cardinality bounded)."""
 
 
+class ResponseWatch:
+    """A `send` that passes messages on and remembers the response's status once it started."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status: int | None = None
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
 class MetricsMiddleware:
     """Counts and times every HTTP request by route template, method and status, and keeps the
     count the batchers consult (see `service.traffic`): a request counts as in flight once its
@@ -43,7 +56,7 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         scope.setdefault("state", {})[START_KEY] = started
-        status, counted = 500, False
+        counted, response = False, ResponseWatch(send)
 
         async def counting_receive() -> Message:
             nonlocal counted
@@ -53,18 +66,12 @@ class MetricsMiddleware:
                 self.traffic.in_flight += 1
             return message
 
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
         try:
-            await self.app(scope, counting_receive, send_status)
+            await self.app(scope, counting_receive, response)
         finally:
             if counted:
                 self.traffic.in_flight -= 1
-            self._record(scope, status, time.perf_counter() - started)
+            self._record(scope, response.status or 500, time.perf_counter() - started)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         # The router stores the matched route in the scope; its template bounds the labels.
@@ -100,8 +107,7 @@ class BodyLimitMiddleware:
         if _declared_length(scope) > self.max_bytes:
             await send_problem(send, scope.get("path", ""), self._too_large(), close=True)
             return
-        received = 0
-        started = complete = False
+        received, complete, response = 0, False, ResponseWatch(send)
 
         async def limited_receive() -> Message:
             nonlocal received, complete
@@ -120,15 +126,10 @@ class BodyLimitMiddleware:
                 complete = not message.get("more_body")
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, response)
         except BodyError as exc:
-            if started:
+            if response.status is not None:
                 raise
             # the unread rest of the body would be taken for the next request: close
             await send_problem(send, scope.get("path", ""), exc.error, close=True)
@@ -152,18 +153,12 @@ class UnexpectedErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        response = ResponseWatch(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, response)
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            if started:  # half an answer is out: closing the connection is all that is left
+            if response.status is not None:  # half an answer is out: all that is left is to close
                 raise
             error = ProblemError("the server failed to handle this request; see its log")
             await send_problem(send, scope["path"], error)
