@@ -143,12 +143,16 @@ def problem_body(status: int, slug: str, title: str, detail: str, instance: str)
     }
 
 
+def for_path(body: dict[str, Any], path: str) -> dict[str, Any]:
+    """The problem document as answered on `path`: under `/v2` with the protocol's `error`."""
+    return {"error": body["detail"], **body} if path.startswith("/v2") else body
+
+
 def problem_response(
     request: Request, body: dict[str, Any], headers: dict[str, str] | None = None
 ) -> JSONResponse:
     """Render a problem document; `/v2` answers also carry the protocol's `error` field."""
-    if request.url.path.startswith("/v2"):
-        body = {"error": body["detail"], **body}
+    body = for_path(body, request.url.path)
     return JSONResponse(
         body, status_code=body["status"], headers=headers, media_type=PROBLEM_MEDIA_TYPE
     )

@@ -16,7 +16,13 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.deps import START_KEY
-from service.errors import PROBLEM_MEDIA_TYPE, BodyTimeout, PayloadTooLarge, ProblemError
+from service.errors import (
+    PROBLEM_MEDIA_TYPE,
+    BodyTimeout,
+    PayloadTooLarge,
+    ProblemError,
+    for_path,
+)
 from service.metrics import Metrics
 from service.traffic import Traffic
 
@@ -166,10 +172,7 @@ class UnexpectedErrorMiddleware:
 
 async def send_problem(send: Send, path: str, error: ProblemError, close: bool = False) -> None:
     """Send `error` as a whole problem+json response (with the protocol's `error` under /v2)."""
-    body = error.body(path)
-    if path.startswith("/v2"):
-        body = {"error": body["detail"], **body}
-    payload = json.dumps(body).encode()
+    payload = json.dumps(for_path(error.body(path), path)).encode()
     headers = [
         (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
         (b"content-length", str(len(payload)).encode()),
