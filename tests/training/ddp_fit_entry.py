@@ -40,6 +40,7 @@ def main(out: Path) -> None:
     )
     ended = {"epochs_run": result.epochs_run, "stopped": result.stopped}
     (out / f"rank{rank}.json").write_text(json.dumps(ended))
+    dist.barrier()  # as finetune.run_job does: no rank leaves while another is mid-collective
     dist.destroy_process_group()
 
 
