@@ -18,7 +18,12 @@ from service import __version__
 from service.errors import install_handlers
 from service.manager import ModelManager
 from service.metrics import Metrics
-from service.middleware import BodyLimitMiddleware, MetricsMiddleware, UnexpectedErrorMiddleware
+from service.middleware import (
+    BodyLimitMiddleware,
+    HeadMiddleware,
+    MetricsMiddleware,
+    UnexpectedErrorMiddleware,
+)
 from service.predictor import BatchingConfig
 from service.registry import ModelStore
 from service.routes import finetune, identify, models, ops, ui, v2
@@ -117,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         idle_timeout_s=settings.body_idle_timeout_s,
     )
+    app.add_middleware(HeadMiddleware)  # HEAD on any GET endpoint: run as GET, no body
     # Outermost: sees 413s, and counts requests in flight for the batchers.
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, traffic=app.state.traffic)
     for router in (identify.router, models.router, v2.router, ops.router, finetune.router):

@@ -1,5 +1,5 @@
-"""Pure ASGI middleware: request metrics (outermost), the streaming body-size limit, and the
-last-resort 500 (innermost).
+"""Pure ASGI middleware: request metrics (outermost), HEAD answered as GET without the body, the
+streaming body-size limit, and the last-resort 500 (innermost).
 
 Pure ASGI rather than `BaseHTTPMiddleware`: no extra task per request, and the body limit can
 count bytes as they arrive instead of trusting `Content-Length`.
@@ -85,6 +85,35 @@ class MetricsMiddleware:
         labels = (route, scope["method"], str(status))
         self.metrics.http_requests.labels(*labels).inc()
         self.metrics.http_duration.labels(*labels).observe(seconds)
+
+
+class HeadMiddleware:
+    """Answers HEAD on every GET endpoint as HTTP requires (RFC 9110 section 9.3.2): the app runs
+    the request as a GET, and the response goes out with the GET's status and headers, its
+    Content-Length included, and no body. FastAPI routes only the methods they declare, and
+    declaring HEAD on each GET route would double every operation in the OpenAPI schema.
+    The app gets a copy of the scope (the server still sees HEAD and sends no body); the matched
+    route is copied back for the metrics' label."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        inner = {**scope, "method": "GET"}
+
+        async def bodiless_send(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        try:
+            await self.app(inner, receive, bodiless_send)
+        finally:
+            if "route" in inner:
+                scope["route"] = inner["route"]
 
 
 class BodyError(HTTPException):

@@ -29,13 +29,13 @@ router = APIRouter(tags=["web page"])
 _files = StaticFiles(directory=STATIC_DIR, check_dir=False)
 
 
-@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+@router.get("/", include_in_schema=False)
 async def index() -> FileResponse:
     """The identification page."""
     return FileResponse(INDEX, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
 
 
-@router.api_route("/static/{path:path}", methods=["GET", "HEAD"], include_in_schema=False)
+@router.get("/static/{path:path}", include_in_schema=False)
 async def static(path: str, request: Request) -> Response:
     """A file of the page (404 problem for anything else; ETag / 304 handled by Starlette)."""
     response = await _files.get_response(path, request.scope)

@@ -7,6 +7,7 @@ the server cleanly.
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -127,3 +128,24 @@ def test_flood_on_a_small_queue_gets_429_not_timeouts(store: Path, tmp_path: Pat
         assert all(r.headers["content-type"] == "application/problem+json" for r in rejected)
         text = httpx.get(url + "/metrics").text
     assert metric(text, "raman_queue_rejected_total") == len(rejected)
+
+
+def test_head_is_answered_without_a_body_on_a_kept_alive_connection(
+    store: Path, tmp_path: Path
+) -> None:
+    """HEAD then GET on one connection: a body sent after the HEAD would be read as the start
+    of the next response and break it."""
+    with server(store, tmp_path) as url:
+        host, port = url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            conn.request("HEAD", "/v1/models")
+            head = conn.getresponse()
+            assert head.status == 200 and head.read() == b""
+            length = int(head.headers["content-length"])
+            conn.request("GET", "/v1/models")
+            got = conn.getresponse()
+            body = got.read()
+        finally:
+            conn.close()
+    assert got.status == 200 and len(body) == length > 0
