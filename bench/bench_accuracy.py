@@ -22,7 +22,11 @@ splits (the paper's protocol) and M splits grouped by RRUFF sample. Methods:
   ``drcnn_rs_nc``: a normalised (cosine) output layer instead of the paper's dense one;
   ``drcnn_rs_wd``: with decoupled weight decay; ``drcnn_rs_mix``: with mixup;
   ``drcnn_rs_swa``: with the weights averaged over the second half of --epochs (SWA);
-  ``drcnn_rs_gain``: with that gain;
+  ``drcnn_rs_gain``: with that gain; ``drcnn_rs_pre``: recursive supervision, initialised from
+  a network pre-trained on the other RRUFF minerals (dataset_2's classes outside the subset, so
+  no class, sample or spectrum of the subset; trained once per configuration and cached), every
+  layer but the output layer reloaded and trained further on the split (the paper's transfer
+  learning, section 2.3, used as pre-training);
 - ``<net>+<library method>``: a trained network's calibrated softmax averaged with a softmax over
   that library search's similarities (temperatures fitted on validation; ``<net>+lib`` =
   ``<net>+cosine``); ``<net>+<library method>_fit``: the same mix with the library weight chosen
@@ -43,6 +47,7 @@ wall time of one full-size training epoch. Partial results are rewritten after e
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -144,7 +149,10 @@ NETWORKS: dict[str, dict[str, Any]] = {
     "drcnn_rs_wd": {"recursive_supervision": True, "weight_decay": WEIGHT_DECAY},
     "drcnn_rs_swa": {"recursive_supervision": True, "swa": True},
     "drcnn_rs_gain": {"recursive_supervision": True, "augment": AugmentConfig(gain=GAIN)},
+    "drcnn_rs_pre": {"recursive_supervision": True, "pretrain": True},
 }
+# what a "pretrain" network is pre-trained on: this subset's classes, less the target subset's
+PRETRAIN_SOURCE = "dataset_2"
 DEFAULT_METHODS = ",".join(
     (
         "cosine",
@@ -222,6 +230,7 @@ class Options:
     # added to a split's seed to seed its networks' initialisation and batch order: trainings of
     # the same split that differ only there (ensembles, run-to-run spread); 0 = earlier runs
     init_seed_offset: int = 0
+    pretrain_epochs: int = 30  # of a "pretrain" network's pre-training (no validation: last epoch)
     tag: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -302,10 +311,12 @@ def dataset_counts(ds: Dataset) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- networks
 
 
-def build_network(method: str, ds: Dataset, opts: Options) -> nn.Module:
-    """The network of a method, sized for the data set."""
+def build_network(
+    method: str, ds: Dataset, opts: Options, n_classes: int | None = None
+) -> nn.Module:
+    """The network of a method, sized for the data set (or for `n_classes` outputs)."""
     spec = NETWORKS[method]
-    length, n = ds.grid.points, len(ds.classes)
+    length, n = ds.grid.points, n_classes or len(ds.classes)
     if spec.get("arch") == "liu2017":
         return LiuCNN(LiuCNNConfig(input_length=length, n_classes=n, width_div=opts.width_div))
     cfg = DRCNNConfig(
@@ -378,6 +389,10 @@ def train_network(
     """Train on the split's training part (early stopping on validation), keep the best."""
     net = build_network(method, ds, opts)
     cfg = train_config(method, opts, seed)
+    pre: dict[str, Any] = {}
+    if NETWORKS[method].get("pretrain"):
+        state, pre = pretrained_state(method, ds, opts)
+        load_features(net, state)
     data = Arrays(ds.x[split.train], ds.y[split.train], ds.x[split.val], ds.y[split.val])
     progress = epoch_logger(f"{run_dir.parent.name}/{run_dir.name}", cfg.epochs)
     result = fit(net, data, cfg, run_dir, on_epoch=progress)
@@ -390,6 +405,7 @@ def train_network(
         "best_val_acc": result.best_val_acc,
         "stopped": result.stopped,
         "train_seconds": round(result.seconds, 1),
+        **({"pretrain": pre} if pre else {}),
         # per-epoch curve, so that a run that went wrong can be read afterwards
         "history": [
             {k: round(v, 4) for k, v in h.items() if k in HISTORY_KEYS} for h in result.history
@@ -409,6 +425,94 @@ def train_network(
             test_logits=trained.test_logits,
         )
     return trained
+
+
+def outside_spectra(ds: Dataset, opts: Options) -> Dataset:
+    """RRUFF spectra of the minerals outside `ds`: PRETRAIN_SOURCE's classes not in `ds`, on its
+    grid, less any spectrum of an RRUFF sample that `ds` holds (none in our copy: the build drops
+    spectra filed under two names). No test spectrum of any split of `ds` can be among them."""
+    src = subset_dataset(opts.rruff, opts.cache, PRETRAIN_SOURCE, opts.grid_points, None)
+    src = take_rows(src, np.flatnonzero(~np.isin(src.groups, ds.groups)))
+    inside, present = set(ds.classes), np.bincount(src.y, minlength=len(src.classes)) > 0
+    keep = [i for i, c in enumerate(src.classes) if c not in inside and present[i]]
+    if not keep:
+        raise SystemExit(f"no {PRETRAIN_SOURCE} mineral lies outside the subset to pre-train on")
+    return restrict_classes(src, np.array(keep, dtype=np.int64))
+
+
+def take_rows(ds: Dataset, rows: np.ndarray) -> Dataset:
+    """The spectra `rows` of `ds`, with all its classes."""
+    return Dataset(
+        ds.x[rows],
+        ds.y[rows],
+        ds.classes,
+        ds.groups[rows],
+        ds.sources[rows],
+        ds.coverage[rows],
+        ds.grid,
+        dict(ds.info),
+    )
+
+
+def pretrained_state(
+    method: str, ds: Dataset, opts: Options
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The weights of `method`'s network pre-trained on `outside_spectra` for --pretrain-epochs
+    (all of them trained on, the last epoch kept), and what the pre-training did. Cached under
+    --cache by everything that shapes it, so the splits and parallel runs share one."""
+    src = outside_spectra(ds, opts)
+    cfg = replace(
+        train_config(method, opts, 0), epochs=opts.pretrain_epochs, patience=opts.pretrain_epochs
+    )
+    key = {
+        "method": method,
+        "source": PRETRAIN_SOURCE,
+        "grid": ds.grid.to_dict(),
+        "classes": src.classes,
+        "spectra": len(src),
+        "width_div": opts.width_div,
+        "dense_width_div": opts.dense_width_div,
+        "train": {k: v for k, v in cfg.to_dict().items() if k not in ("device", "max_seconds")},
+    }
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    path = opts.cache / f"pretrained_{method}_{digest}.pt"
+    if path.exists():
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        return blob["state_dict"], blob["stats"]
+    net = build_network(method, ds, opts, n_classes=len(src.classes))
+    empty = np.zeros((0, ds.grid.points), np.float32)
+    data = Arrays(src.x, src.y, empty, np.zeros(0, np.int64))
+    work = opts.out / "work" / f"pretrain_{method}_{digest}"
+    result = fit(net, data, cfg, work, on_epoch=epoch_logger(work.name, cfg.epochs))
+    last = result.history[-1]
+    stats = {
+        "source": PRETRAIN_SOURCE,
+        "classes": len(src.classes),
+        "spectra": len(src),
+        "samples": int(np.unique(src.groups).size),
+        "epochs_run": result.epochs_run,
+        "stopped": result.stopped,
+        "final_train_acc": round(last["train_acc"], 4),
+        "final_train_loss": round(last["train_loss"], 4),
+        "seconds": round(result.seconds, 1),
+        "cache": path.name,
+    }
+    state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    for p in work.glob("*.pt"):
+        p.unlink()
+    if result.stopped != "time_limit":  # a cut pre-training is used once, never cached
+        tmp = path.with_suffix(".tmp")
+        torch.save({"state_dict": state, "stats": stats, "key": key}, tmp)
+        tmp.replace(path)  # atomic: a parallel run never reads half a file
+    return state, stats
+
+
+def load_features(net: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Every pre-trained weight but the output layer's into `net` (whose classes differ)."""
+    features = {k: v for k, v in state.items() if not k.startswith("out.")}
+    missing, unexpected = net.load_state_dict(features, strict=False)
+    if unexpected or any(not k.startswith("out.") for k in missing):
+        raise ValueError(f"pre-trained weights do not fit: {missing=} {unexpected=}")
 
 
 def tta_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -995,6 +1099,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         metavar="SECONDS",
         help="with --deadline: no training starts with less time left",
     )
+    p.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=30,
+        help="pre-training epochs of the '_pre' networks on the minerals outside the subset",
+    )
     p.add_argument("--tag", default="", help="suffix for method names, e.g. @lr1e-4")
     p.add_argument(
         "--keep-logits",
@@ -1031,6 +1141,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         tiny=a.tiny,
         seed=a.seed,
         init_seed_offset=a.init_seed_offset,
+        pretrain_epochs=a.pretrain_epochs,
         tag=a.tag,
         deadline_at=None if a.deadline is None else time.time() + a.deadline,
         train_reserve=a.train_reserve,
