@@ -171,6 +171,18 @@ def test_form_fields_are_validated(client: TestClient) -> None:
     assert client.post(URL, files=[("top_k", (None, "3"))]).status_code == 422  # no files at all
 
 
+def test_blank_model_and_version_fields_mean_the_defaults_as_a_web_form_sends_them(
+    client: TestClient,
+) -> None:
+    """A web form sends an untouched input as an empty field: the default model and its active
+    version answer, as when the fields are left out (a JSON body's "" stays a 422)."""
+    r = upload(client, [("a.csv", csv_file(0))], model="", version="")
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == upload(client, [("a.csv", csv_file(0))]).json()["model"]
+    body = {"spectra": [{"intensities": [0.0, 1.0, 0.0]}], "version": ""}
+    assert client.post("/v1/identify", json=body).status_code == 422
+
+
 def test_a_body_that_is_not_multipart_is_415(client: TestClient) -> None:
     for kwargs in ({"json": {"files": []}}, {"data": {"top_k": "3"}}, {"content": b"x"}):
         r = client.post(URL, **kwargs)
