@@ -10,22 +10,42 @@ _SPLIT = re.compile(r"[,;\t ]+")
 
 
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_SNIFF_BYTES = 4096
+_UTF16_NUL_SHARE = 0.9  # of the high bytes; the rest are non-Latin-1 characters such as "⁻¹"
 
 
 def decode(data: bytes, source: str) -> str:
-    """Decode UTF-8 (with or without BOM) or UTF-16 with its BOM (Windows software writes it),
-    falling back to Latin-1 for old instrument software."""
-    if data[:2] in _UTF16_BOMS:
+    """Decode UTF-8 (with or without BOM), UTF-16 with its BOM (Windows software writes it) or
+    without it (recognised by its NUL high bytes), falling back to Latin-1 for old instrument
+    software."""
+    codec = "utf-16" if data[:2] in _UTF16_BOMS else utf16_without_bom(data)
+    if codec:
         try:
-            return data.decode("utf-16")
+            return data.decode(codec)
         except UnicodeDecodeError:
-            raise ParseError("a UTF-16 byte-order mark, then no UTF-16 text", source) from None
-    if b"\x00" in data[:4096]:
+            raise ParseError(
+                f"{codec.upper()} text expected, and it does not decode", source
+            ) from None
+    if b"\x00" in data[:_SNIFF_BYTES]:
         raise ParseError("binary content where text was expected", source)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         return data.decode("latin-1")
+
+
+def utf16_without_bom(data: bytes) -> str | None:
+    """ "utf-16-le" or "utf-16-be" for text written as UTF-16 without its byte-order mark, else
+    None. Such text (digits, separators, ASCII headers) has a NUL high byte in almost every code
+    unit and never a NUL low byte; binary data has NULs at both positions."""
+    head = data[:_SNIFF_BYTES]
+    if len(head) < 2 or len(head) % 2:
+        return None
+    even, odd = head[0::2], head[1::2]
+    for codec, high, low in (("utf-16-le", odd, even), ("utf-16-be", even, odd)):
+        if 0 not in low and high.count(0) >= _UTF16_NUL_SHARE * len(high):
+            return codec
+    return None
 
 
 def parse_pair(

@@ -14,7 +14,7 @@ from spectra.errors import ParseError, SpectrumError, UnsupportedFormatError
 from spectra.readers.columns import looks_like_columns, parse_columns
 from spectra.readers.detect import MAX_FILE_BYTES, detect_format, read_bytes, read_path
 from spectra.readers.rruff import ZipReport, iter_rruff_zip, looks_like_rruff, parse_rruff
-from spectra.readers.text import decode
+from spectra.readers.text import decode, utf16_without_bom
 
 # The layout of the files in RRUFF's zips, byte for byte: `\n` after header lines, CRLF after
 # data rows, a final `##END=` (see ../shared/data/rruff_excellent_unoriented_2019/PROVENANCE.md).
@@ -161,8 +161,30 @@ def test_utf16_text_with_its_byte_order_mark_is_read(encoding: str) -> None:
         data = "\ufeff".encode(encoding) + data
     [s] = read_bytes(data, "w.csv")
     np.testing.assert_allclose(s.intensities, np.arange(10.0) ** 2)
-    with pytest.raises(ParseError, match="binary content"):
-        decode(text.encode("utf-16-le"), "no-bom.csv")  # without its mark: still binary
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_text_without_its_byte_order_mark_is_recognised(encoding: str) -> None:
+    text = "Raman shift (cm\u207b\u00b9),Intensity\n" + "\n".join(rows(sep=","))
+    [s] = read_bytes(text.encode(encoding), "no-bom.csv")
+    np.testing.assert_allclose(s.intensities, np.arange(10.0) ** 2)
+    assert decode(text.encode(encoding), "no-bom.csv") == text
+
+
+def test_binary_with_nul_bytes_is_not_taken_for_utf16() -> None:
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, 4096, dtype=np.uint8)
+    noise[::7] = 0  # NULs at both byte positions
+    for data in (
+        noise.tobytes(),
+        b"ab\x00cd",
+        b"\x00\x00\x00\x00",
+        "odd".encode("utf-16-le") + b"x",
+    ):
+        with pytest.raises(ParseError, match="binary content"):
+            decode(data, "x.bin")
+    assert utf16_without_bom("Quartz".encode("utf-16-le")) == "utf-16-le"
+    assert utf16_without_bom(b"Quartz") is None
 
 
 # --- RRUFF zips ----------------------------------------------------------------------------------
