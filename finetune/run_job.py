@@ -38,6 +38,13 @@ from finetune.store import JOURNAL_MODES, JobStore
 HEARTBEAT_S = 2.0
 
 
+def finite(**fields: Any) -> dict[str, Any]:
+    """A progress document: `fields` with NaN and infinities as null (JSON has neither)."""
+    return {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in fields.items()
+    }
+
+
 class Cancelled(Exception):
     """The job's cancel flag stopped training."""
 
@@ -163,9 +170,7 @@ class JobRun:
     def progress(self, **fields: Any) -> None:
         """Replace the job's progress (rank 0 only); NaN becomes null."""
         if self.dist.main:
-            clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                     for k, v in fields.items()}  # fmt: skip
-            self.store.set_progress(self.job.id, clean)
+            self.store.set_progress(self.job.id, finite(**fields))
 
     def on_epoch(self, record: dict[str, float]) -> bool:
         """After every epoch: report, and keep going unless rank 0 saw a cancel."""
@@ -231,10 +236,12 @@ class JobRun:
 
         name, store = self.spec.output_model, self.args.model_store
         self.monitor.armed = False
-        if self.store.cancel_requested(self.job.id):
+        val = result.best_val_acc if self.has_val else None
+        exporting = finite(
+            stage="exporting", epoch=result.epochs_run, epochs=self.epochs, best_val_accuracy=val
+        )
+        if not self.store.begin_export(self.job.id, exporting):
             raise Cancelled  # asked during the last epoch: nothing is registered yet
-        self.progress(stage="exporting", epoch=result.epochs_run, epochs=self.epochs,
-                      best_val_accuracy=result.best_val_acc if self.has_val else None)  # fmt: skip
         with version_lock(store, name):  # allocation and export are one step for all workers
             version = next_version(store, name)
             export_finetuned(

@@ -31,6 +31,10 @@ JOURNAL_MODES = ("wal", "delete")
 "delete" works on a volume several nodes mount, if that volume's POSIX locks work."""
 MAX_LOG_LINES = 5000
 MAX_MESSAGE = 2000
+PUBLISH_STAGES = ("exporting", "done")
+"""Progress stages of a running job that is writing its version: a cancel is too late then."""
+PUBLISHING = "publishing"
+"""`request_cancel`'s answer for such a job (the cancel is refused, the job finishes)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -283,9 +287,11 @@ class JobStore:
 
     def request_cancel(self, job_id: str) -> str | None:
         """Cancel a queued job at once, flag a running one; returns the state before (None: no
-        such job). Jobs that have ended are left alone."""
+        such job), or PUBLISHING for a running job already writing its version, which is left
+        to finish (`begin_export` and this are one transaction each: exactly one of them wins).
+        Jobs that have ended are left alone."""
         with self._connect(write=True) as con:
-            row = con.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = con.execute("SELECT state, progress FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 return None
             if row["state"] == "queued":
@@ -296,9 +302,27 @@ class JobStore:
                 )
                 self._log(con, job_id, "cancelled before it started")
             elif row["state"] == "running":
+                if json.loads(row["progress"]).get("stage") in PUBLISH_STAGES:
+                    self._log(con, job_id, "cancel refused: the version is being registered")
+                    return PUBLISHING
                 con.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
                 self._log(con, job_id, "cancel requested")
         return str(row["state"])
+
+    def begin_export(self, job_id: str, progress: dict[str, Any]) -> bool:
+        """Set the progress of a running job that starts writing its version (its stage one of
+        PUBLISH_STAGES), unless a cancel was asked for first: then False, and nothing is set."""
+        with self._connect(write=True) as con:
+            row = con.execute(
+                "SELECT cancel_requested FROM jobs WHERE id = ? AND state = 'running'", (job_id,)
+            ).fetchone()
+            if row is None or row["cancel_requested"]:
+                return False
+            con.execute(
+                "UPDATE jobs SET progress = ?, heartbeat_at = ? WHERE id = ?",
+                (json.dumps(progress, allow_nan=False), time.time(), job_id),
+            )
+        return True
 
     def cancel_requested(self, job_id: str) -> bool:
         """Whether a cancel was asked for (cheap: the worker polls it)."""

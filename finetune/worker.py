@@ -31,7 +31,7 @@ from types import FrameType
 from finetune.proc import OutputTail, describe_exit, die_with_parent, terminate
 from finetune.records import JobRecord, worker_id
 from finetune.runner import child_env
-from finetune.store import JOURNAL_MODES, JobStore
+from finetune.store import JOURNAL_MODES, PUBLISH_STAGES, JobStore
 
 log = logging.getLogger("finetune.worker")
 HEARTBEAT_S = 2.0
@@ -151,7 +151,7 @@ class Worker:
     def _publishing(self, job_id: str) -> bool:
         """Whether the job is exporting its version (a cancel no longer stops it then)."""
         job = self.store.get(job_id)
-        return job is not None and job.progress.get("stage") in ("exporting", "done")
+        return job is not None and job.progress.get("stage") in PUBLISH_STAGES
 
     def settle(self, job_id: str, code: int | None, output: str = "") -> None:
         """Give a job its final state if the child did not (it crashed, was killed, ...); a

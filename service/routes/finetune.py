@@ -50,7 +50,7 @@ from finetune.schemas import (
     State,
     iso,
 )  # fmt: skip
-from finetune.store import JobStore
+from finetune.store import PUBLISHING, JobStore
 from service.deps import ApiKeyDep, ManagerDep, SettingsDep
 from service.errors import (
     InvalidInput,
@@ -299,11 +299,15 @@ async def get_job(job_id: JobId, hub: HubDep) -> Response:
 @router.post("/{job_id}/cancel", status_code=202, summary="Cancel a job",
              response_model=JobPublic, responses=problems(401, 403, 404, 409))  # fmt: skip
 async def cancel(job_id: JobId, hub: HubDep) -> Response:
-    """A queued job is cancelled at once; a running one stops within seconds (poll its state)."""
+    """A queued job is cancelled at once; a running one stops within seconds (poll its state).
+    409 once the job has ended, or once it has begun to register its version (it finishes)."""
     await find(hub, job_id)
     before = await asyncio.to_thread(hub.store.request_cancel, job_id)
     if before in TERMINAL:
         raise JobConflict(f"job {job_id} has already ended ({before})", state=before)
+    if before == PUBLISHING:  # it will succeed: a half-written version would be worse
+        detail = f"job {job_id} is registering its version: too late to cancel"
+        raise JobConflict(detail, state="running")
     if before == "running":
         hub.runner.cancel(job_id)
     return json_response((await find(hub, job_id)).public(router.prefix), status_code=202)

@@ -103,6 +103,20 @@ def job_body(**overrides: Any) -> dict[str, Any]:
     return body | overrides
 
 
+def test_cancelling_a_job_that_registers_its_version_is_409(
+    client: TestClient, tmp_path: Path
+) -> None:
+    job = client.post("/v1/finetune-jobs", json=job_body(), headers=AUTH).json()
+    jobs = JobStore(tmp_path / "jobs")
+    assert jobs.claim(job["id"], "elsewhere:1") is not None
+    assert jobs.begin_export(job["id"], {"stage": "exporting", "epoch": 5, "epochs": 5})
+    r = client.post(f"/v1/finetune-jobs/{job['id']}/cancel", headers=AUTH)
+    assert r.status_code == 409 and r.json()["type"].endswith("job-conflict")
+    assert "too late to cancel" in r.json()["detail"] and r.json()["state"] == "running"
+    after = client.get(f"/v1/finetune-jobs/{job['id']}", headers=AUTH).json()
+    assert after["state"] == "running" and after["cancel_requested"] is False
+
+
 def job_ids(client: TestClient) -> list[str]:
     return [j["id"] for j in client.get("/v1/finetune-jobs", headers=AUTH).json()["jobs"]]
 

@@ -106,6 +106,25 @@ def test_cancel_paths(store: JobStore) -> None:
     assert store.request_cancel("q") == "cancelled" and store.request_cancel("nope") is None
 
 
+def test_a_cancel_and_the_start_of_the_export_exclude_each_other(store: JobStore) -> None:
+    """Whichever comes first wins: a cancel flagged before the export starts stops it (nothing
+    is registered); once the export has started the cancel is refused and the job finishes."""
+    exporting = {"stage": "exporting", "epoch": 3}
+    add(store, "a")
+    store.claim("a", "h:1")
+    assert store.request_cancel("a") == "running"
+    assert not store.begin_export("a", exporting)
+    assert store.get("a").progress == {"stage": "starting"}  # type: ignore[union-attr]
+    add(store, "b")
+    store.claim("b", "h:1")
+    assert store.begin_export("b", exporting)
+    assert store.get("b").progress == exporting  # type: ignore[union-attr]
+    assert store.request_cancel("b") == finetune.store.PUBLISHING
+    assert not store.cancel_requested("b") and store.get("b").state == "running"  # type: ignore[union-attr]
+    assert store.log_lines("b")[-1][2] == "cancel refused: the version is being registered"
+    assert not store.begin_export("q-never-claimed", exporting)
+
+
 def test_requeue_after_a_clean_stop(store: JobStore) -> None:
     add(store, "a")
     store.claim("a", "h:1")
