@@ -7,7 +7,9 @@ splits (the paper's protocol) and M splits grouped by RRUFF sample. Methods:
 - ``cosine``, ``correlation``: nearest-neighbour library search (HQI) against the training part;
   ``derivative``: the same search on first derivatives of the square-root spectra (ours);
   ``adapted``: the derivative search with a metric fitted to the training part (within-class
-  whitening and a hubness penalty, `spectra.library.AdaptedSearch`; ours);
+  whitening and a hubness penalty, `spectra.library.AdaptedSearch`; ours); ``adapted_pre``: the
+  same with the whitening fitted on the spectra a ``_pre`` network pre-trains on besides (the
+  search given the same extra data as that network);
 - ``drcnn``: DRCNN by the paper's protocol; ``drcnn_rs``: with recursive supervision;
 - ``liu``: Liu et al. 2017's CNN;
 - ``drcnn_aug``: DRCNN trained with augmentation (shift, noise and intensity scale together);
@@ -67,7 +69,7 @@ from accuracy_report import OPENSET_SCORES, write_markdown
 
 from spectra.card import Calibration
 from spectra.grid import Grid
-from spectra.library import SEARCHES, LibrarySearch, make_search
+from spectra.library import SEARCHES, AdaptedSearch, LibrarySearch, make_search
 from spectra.references import References
 from spectra.scoring import combined_probabilities, match_margin, softmax
 from training.augment import AugmentConfig
@@ -115,7 +117,9 @@ from training.train import (
 )
 
 DEFAULT_RRUFF = Path("/work/shared/data/rruff_excellent_unoriented_2019/excellent_unoriented.zip")
-LIBRARY_METHODS = SEARCHES  # cosine, correlation, derivative, adapted
+# cosine, correlation, derivative, adapted; and adapted_pre: the adapted search whose whitening
+# also learns from the minerals outside the subset that a "_pre" network pre-trains on
+LIBRARY_METHODS = (*SEARCHES, "adapted_pre")
 # log-gain coefficients +-1.0: over the bands two spectra of one RRUFF sample at different
 # lasers share, the drawn log gain ranges 0.23-0.70 (quartiles; median 0.43), the fitted log
 # ratio of the real pairs 0.33-0.81 (median 0.53; part of it band-specific): bench/band_gain.py
@@ -539,11 +543,25 @@ def shift_points(x: np.ndarray, s: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- scores
 
 
-def library_scores(ds: Dataset, split: Split, metric: str, rows: np.ndarray) -> np.ndarray:
-    """Best similarity per class of `rows` against the training part (the library)."""
-    lib = make_search(ds.x[split.train], ds.y[split.train], metric)
+def library_scores(
+    ds: Dataset, split: Split, metric: str, rows: np.ndarray, outside: Dataset | None = None
+) -> np.ndarray:
+    """Best similarity per class of `rows` against the training part (the library); `outside`:
+    the spectra of other minerals that "adapted_pre" fits its whitening on besides."""
+    lib = bench_search(ds.x[split.train], ds.y[split.train], metric, outside)
     scores = lib.class_scores(ds.x[rows], len(ds.classes))
     return np.where(np.isfinite(scores), scores, lib.lowest_score)
+
+
+def bench_search(
+    x: np.ndarray, y: np.ndarray, metric: str, outside: Dataset | None = None
+) -> LibrarySearch:
+    """The library search `metric` (one of LIBRARY_METHODS) over the labelled spectra."""
+    if metric != "adapted_pre":
+        return make_search(x, y, metric)
+    if outside is None:
+        raise ValueError("adapted_pre needs the spectra outside the subset")
+    return AdaptedSearch(x, y, scatter_extra=(outside.x, outside.y))
 
 
 def mix_calibration(
@@ -561,12 +579,18 @@ def mix_calibration(
 
 
 def ensemble_logits(
-    trained: Trained, ds: Dataset, split: Split, metric: str, fit_weight: bool = False
+    trained: Trained,
+    ds: Dataset,
+    split: Split,
+    metric: str,
+    fit_weight: bool = False,
+    outside: Dataset | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Log of the network's softmax mixed with a softmax over the library scores of `metric`
     (`mix_calibration`); with `fit_weight` the fitted mix is recorded under "mix"."""
     y_val = ds.y[split.val]
-    scores = library_scores(ds, split, metric, np.concatenate([split.val, split.test]))
+    rows = np.concatenate([split.val, split.test])
+    scores = library_scores(ds, split, metric, rows, outside)
     lib_val, lib_test = scores[: len(y_val)], scores[len(y_val) :]
     calib = mix_calibration(trained.val_logits, lib_val, y_val, fit_weight)
     extra = {"mix": mix_record(calib)} if fit_weight else {}
@@ -628,13 +652,13 @@ def openset_library(ds: Dataset, opts: Options, seeds: range) -> dict[str, Any]:
     """The open-set experiment for the library searches alone (no network to train): over
     several class hold-outs, how well each search's best HQI separates known test spectra
     from spectra of held-out minerals (AUROC), and its known-class top-1."""
-    per_metric: dict[str, list[dict[str, float]]] = {m: [] for m in LIBRARY_METHODS}
+    per_metric: dict[str, list[dict[str, float]]] = {m: [] for m in SEARCHES}
     for seed in seeds:
         known, unknown = openset_classes(len(ds.classes), opts.openset_share, seed)
         kds = restrict_classes(ds, known)
         split = stratified_split(kds.y, seed)
         x_unk = ds.x[np.isin(ds.y, unknown)]
-        for metric in LIBRARY_METHODS:
+        for metric in SEARCHES:
             lib = make_search(kds.x[split.train], kds.y[split.train], metric)
             sim_known, sim_unk = lib.similarity(kds.x[split.test]), lib.similarity(x_unk)
             pred = lib.labels[sim_known.argmax(1)]
@@ -851,6 +875,7 @@ class Bench:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
         self.start = time.time()
+        self._outside_cache: dict[tuple[int, tuple[str, ...]], Dataset] = {}
         self.results: dict[str, Any] = {
             "options": _jsonable(opts.__dict__),
             "machine": machine_info(),
@@ -957,7 +982,7 @@ class Bench:
         """The method's [n_test, C] scores on the split, and what its record adds; a network
         is trained on first use (under `work`/<network>) and reused by its derived methods."""
         if method in LIBRARY_METHODS:
-            return library_scores(ds, split, method, split.test), {}
+            return library_scores(ds, split, method, split.test, self._outside(method, ds)), {}
         base, _, derived = method.partition("+")
         if base not in trained:
             trained[base] = train_network(base, ds, split, self.opts, seed, work / base)
@@ -965,13 +990,23 @@ class Bench:
         lib_method = derived.removesuffix(FIT_SUFFIX)
         if lib_method == "lib" or lib_method in LIBRARY_METHODS:  # "+lib" = "+cosine"
             metric = "cosine" if lib_method == "lib" else lib_method
-            return ensemble_logits(tr, ds, split, metric, derived.endswith(FIT_SUFFIX))
+            fit_weight, outside = derived.endswith(FIT_SUFFIX), self._outside(metric, ds)
+            return ensemble_logits(tr, ds, split, metric, fit_weight, outside)
         if derived == "tta":
             return tta_logits(tr.model, ds.x[split.test]), {}
         if derived in EMBED_METHODS:
             return embedding_scores(tr.model, ds, split, split.test, derived), {}
         cal = calibration_stats(tr, ds.y[split.val], ds.y[split.test])
         return tr.test_logits, {"train": tr.info, "calibration": cal}
+
+    def _outside(self, metric: str, ds: Dataset) -> Dataset | None:
+        """The spectra outside `ds` where the search `metric` learns from them, else None."""
+        if metric != "adapted_pre":
+            return None
+        key = (len(ds), tuple(ds.classes))
+        if key not in self._outside_cache:
+            self._outside_cache[key] = outside_spectra(ds, self.opts)
+        return self._outside_cache[key]
 
     def _figures_split(
         self, name: str, ds: Dataset, split: Split, scores: np.ndarray, tr: Trained

@@ -170,16 +170,27 @@ class AdaptedSearch(LibrarySearch):
       queries of minerals they are not.
 
     Scores are no longer HQIs in [-1, 1]: they rank, they are not shown to users.
+
+    `scatter_extra` (spectra, labels): labelled spectra that are not searched (other minerals)
+    whose within-class scatter joins the library's in fitting the whitening.
     """
 
     metric: str = "derivative"
     shrinkage: float = WHITENING_SHRINKAGE
     hub_neighbours: int = HUB_NEIGHBOURS
     hub_weight: float = HUB_WEIGHT
+    scatter_extra: tuple[np.ndarray, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._whitening = within_class_whitening(self._unit, self.labels, self.shrinkage)
+        features, labels = self._unit, self.labels
+        if self.scatter_extra is not None:
+            x, y = self.scatter_extra
+            features = np.vstack([features, similarity_features(x, self.metric)])
+            # their classes kept apart from the library's, whatever their indices
+            offset = int(self.labels.max(initial=-1)) + 1
+            labels = np.concatenate([labels, np.asarray(y, dtype=np.int64) + offset])
+        self._whitening = within_class_whitening(features, labels, self.shrinkage)
         self._unit = unit_rows(self._unit @ self._whitening)
         self._hubness = hubness(self._unit, self.labels, self.hub_neighbours)
 

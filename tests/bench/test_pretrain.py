@@ -93,3 +93,20 @@ def test_a_split_network_starts_from_every_pretrained_weight_but_the_output_laye
     other = ba.build_network("drcnn_rs", subset, opts)
     with pytest.raises(ValueError, match="do not fit"):
         ba.load_features(other, {**state, "no.such.weight": torch.zeros(1)})
+
+
+def test_adapted_pre_fits_its_whitening_on_the_outside_spectra_too(
+    subset_and_source: tuple[Dataset, Dataset, ba.Options],
+) -> None:
+    subset, _, opts = subset_and_source
+    split = ba.stratified_split(subset.y, 0, ratios=(0.5, 0.0, 0.5))
+    outside = ba.outside_spectra(subset, opts)
+    got = ba.library_scores(subset, split, "adapted_pre", split.test, outside)
+    lib = ba.AdaptedSearch(
+        subset.x[split.train], subset.y[split.train], scatter_extra=(outside.x, outside.y)
+    )
+    np.testing.assert_allclose(got, lib.class_scores(subset.x[split.test], 4), atol=1e-6)
+    plain = ba.library_scores(subset, split, "adapted", split.test)
+    assert not np.allclose(got, plain)
+    with pytest.raises(ValueError, match="outside the subset"):
+        ba.library_scores(subset, split, "adapted_pre", split.test)

@@ -141,3 +141,22 @@ def test_make_search_builds_the_plain_searches() -> None:
         assert type(lib) is LibrarySearch and lib.metric == method
     with pytest.raises(ValueError, match="unknown metric"):
         make_search(refs, np.arange(3), "euclid")
+
+
+def test_whitening_learns_from_minerals_it_does_not_search() -> None:
+    """The case above with the minerals that show the nuisance band moved out of the library into
+    `scatter_extra` (their labels overlap the library's: they must stay separate classes): the
+    library alone has no class of two spectra to learn from, the extra spectra teach it."""
+    nuisance = 2.0 * band(800)
+    refs, labels = np.stack([band(100), 0.5 * band(200) + nuisance]), np.array([0, 1])
+    extra = [x for centre in range(300, 800, 80) for x in (band(centre), band(centre) + nuisance)]
+    extra_labels = np.repeat(np.arange(len(extra) // 2), 2)
+    query = band(100) + nuisance
+    alone = AdaptedSearch(refs, labels, "cosine", shrinkage=1.0, hub_weight=0.0)
+    taught = AdaptedSearch(
+        refs, labels, "cosine", shrinkage=1.0, hub_weight=0.0,
+        scatter_extra=(np.stack(extra), extra_labels),
+    )  # fmt: skip
+    assert alone.class_scores(query, 2)[0].argmax() == 1
+    assert taught.class_scores(query, 2)[0].argmax() == 0
+    assert taught.similarity(query).shape == (1, 2)  # the extra spectra are not searched
