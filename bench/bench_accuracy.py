@@ -235,6 +235,7 @@ class Options:
     # the same split that differ only there (ensembles, run-to-run spread); 0 = earlier runs
     init_seed_offset: int = 0
     pretrain_epochs: int = 30  # of a "pretrain" network's pre-training (no validation: last epoch)
+    pretrain_lr: float | None = None  # its learning rate (None: --lr, as the split's training)
     tag: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -466,7 +467,10 @@ def pretrained_state(
     --cache by everything that shapes it, so the splits and parallel runs share one."""
     src = outside_spectra(ds, opts)
     cfg = replace(
-        train_config(method, opts, 0), epochs=opts.pretrain_epochs, patience=opts.pretrain_epochs
+        train_config(method, opts, 0),
+        epochs=opts.pretrain_epochs,
+        patience=opts.pretrain_epochs,
+        lr=opts.pretrain_lr or opts.lr,
     )
     key = {
         "method": method,
@@ -1140,6 +1144,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         default=30,
         help="pre-training epochs of the '_pre' networks on the minerals outside the subset",
     )
+    p.add_argument(
+        "--pretrain-lr",
+        type=float,
+        default=None,
+        help="learning rate of that pre-training (default --lr, which the splits' training uses)",
+    )
     p.add_argument("--tag", default="", help="suffix for method names, e.g. @lr1e-4")
     p.add_argument(
         "--keep-logits",
@@ -1177,6 +1187,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         seed=a.seed,
         init_seed_offset=a.init_seed_offset,
         pretrain_epochs=a.pretrain_epochs,
+        pretrain_lr=a.pretrain_lr,
         tag=a.tag,
         deadline_at=None if a.deadline is None else time.time() + a.deadline,
         train_reserve=a.train_reserve,

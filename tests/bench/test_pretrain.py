@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +111,22 @@ def test_adapted_pre_fits_its_whitening_on_the_outside_spectra_too(
     assert not np.allclose(got, plain)
     with pytest.raises(ValueError, match="outside the subset"):
         ba.library_scores(subset, split, "adapted_pre", split.test)
+
+
+def test_the_splits_may_train_at_another_rate_on_the_same_pretraining(
+    subset_and_source: tuple[Dataset, Dataset, ba.Options], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--lr sets the splits' training; with --pretrain-lr at the old rate the cached
+    pre-training is reused, without it a pre-training at the new rate is a new one."""
+    subset, _, opts = subset_and_source
+    ba.pretrained_state("drcnn_rs_pre", subset, opts)  # at --lr 1e-3
+    slower = replace(opts, lr=1e-4, pretrain_lr=1e-3)
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("trained again")
+
+    with monkeypatch.context() as m:
+        m.setattr(ba, "fit", no_training)
+        ba.pretrained_state("drcnn_rs_pre", subset, slower)
+    ba.pretrained_state("drcnn_rs_pre", subset, replace(opts, lr=1e-4))
+    assert len(list(opts.cache.glob("pretrained_drcnn_rs_pre_*.pt"))) == 2
