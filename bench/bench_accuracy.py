@@ -432,10 +432,21 @@ def train_network(
     return trained
 
 
+_OUTSIDE: dict[tuple[str, ...], Dataset] = {}  # outside_spectra's, by data source and subset
+
+
 def outside_spectra(ds: Dataset, opts: Options) -> Dataset:
     """RRUFF spectra of the minerals outside `ds`: PRETRAIN_SOURCE's classes not in `ds`, on its
     grid, less any spectrum of an RRUFF sample that `ds` holds (none in our copy: the build drops
-    spectra filed under two names). No test spectrum of any split of `ds` can be among them."""
+    spectra filed under two names). No test spectrum of any split of `ds` can be among them.
+    Built once per subset (every split's pre-training lookup and `adapted_pre` search use it)."""
+    key = (str(opts.rruff), str(opts.cache), str(opts.grid_points), *ds.classes)
+    if key not in _OUTSIDE:
+        _OUTSIDE[key] = _build_outside(ds, opts)
+    return _OUTSIDE[key]
+
+
+def _build_outside(ds: Dataset, opts: Options) -> Dataset:
     src = subset_dataset(opts.rruff, opts.cache, PRETRAIN_SOURCE, opts.grid_points, None)
     src = take_rows(src, np.flatnonzero(~np.isin(src.groups, ds.groups)))
     inside, present = set(ds.classes), np.bincount(src.y, minlength=len(src.classes)) > 0
@@ -879,7 +890,6 @@ class Bench:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
         self.start = time.time()
-        self._outside_cache: dict[tuple[int, tuple[str, ...]], Dataset] = {}
         self.results: dict[str, Any] = {
             "options": _jsonable(opts.__dict__),
             "machine": machine_info(),
@@ -1005,12 +1015,7 @@ class Bench:
 
     def _outside(self, metric: str, ds: Dataset) -> Dataset | None:
         """The spectra outside `ds` where the search `metric` learns from them, else None."""
-        if metric != "adapted_pre":
-            return None
-        key = (len(ds), tuple(ds.classes))
-        if key not in self._outside_cache:
-            self._outside_cache[key] = outside_spectra(ds, self.opts)
-        return self._outside_cache[key]
+        return outside_spectra(ds, self.opts) if metric == "adapted_pre" else None
 
     def _figures_split(
         self, name: str, ds: Dataset, split: Split, scores: np.ndarray, tr: Trained

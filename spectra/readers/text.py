@@ -35,9 +35,9 @@ def decode(data: bytes, source: str) -> str:
 
 
 def utf16_without_bom(data: bytes) -> str | None:
-    """ "utf-16-le" or "utf-16-be" for text written as UTF-16 without its byte-order mark, else
-    None. Such text (digits, separators, ASCII headers) has a NUL high byte in almost every code
-    unit and never a NUL low byte; binary data has NULs at both positions."""
+    """The codec ("utf-16-le" or "utf-16-be") of text written as UTF-16 without its byte-order
+    mark, else None. Such text (digits, separators, ASCII headers) has a NUL high byte in almost
+    every code unit and never a NUL low byte; binary data has NULs at both positions."""
     head = data[:_SNIFF_BYTES]
     if len(head) < 2 or len(head) % 2:
         return None
