@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 from service.registry import ModelStore  # noqa: E402
 from service.runtime import RuntimeConfig, plan_providers, session_options  # noqa: E402
 from spectra.card import ModelCard  # noqa: E402
+from spectra.version import code_version  # noqa: E402
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 PAIRED_ROUNDS = 5
@@ -352,6 +353,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"# Service benchmark: {result['model']['name']} v{result['model']['version']}",
         "",
         f"- machine: {m['cpu']}, {m['cores']} cores, {m['platform']}",
+        f"- code: {result.get('code_version', 'not recorded')}",
         f"- onnxruntime {m['onnxruntime']}; provider: raw {raw['provider']}, service "
         f"{result['service_provider']}",
         f"- model: L = {result['model']['points']}, C = {result['model']['classes']}, "
@@ -417,6 +419,7 @@ def main() -> None:
             print("paired target measurements:", flush=True)
             pair = paired(session, port, request, card, max(0.5, args.duration / 3))
     result = {
+        "code_version": code_version(),
         "machine": machine_info(),
         "model": {
             "name": name,

@@ -82,7 +82,7 @@ class Metrics:
         )
         self.inference_duration = Histogram(
             PREFIX + "inference_duration_seconds",
-            "Session run time per batch",
+            "Run time per batch: the session and the library search that ranks with it",
             ("model",),
             buckets=LATENCY_BUCKETS,
             registry=r,

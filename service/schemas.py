@@ -71,7 +71,9 @@ class PredictionPublic(BaseModel):
 
 class TimingsPublic(BaseModel):
     queue_ms: float
-    inference_ms: float = Field(description="Run time of the batch this spectrum rode in.")
+    inference_ms: float = Field(
+        description="Run time of the batch this spectrum rode in (network and library scoring)."
+    )
     batch_size: int
     total_ms: float = Field(description="From the request's arrival to this answer.")
 

@@ -153,11 +153,11 @@ async def run_inference(
     async with manager.lease(check_name(name), version) as predictor:
         wanted = requested_outputs(body, predictor.model)
         rows = input_rows(body, predictor.model, max_rows)
-        done = await predictor.logits(rows)
-    logits = finite(np.stack([d.value for d in done]).astype(np.float32))
+        done = await predictor.score(rows)
+    logits = finite(np.stack([d.value.logits for d in done]).astype(np.float32))
     tensors = {predictor.model.card.output_name: logits}
     if PROBABILITIES in wanted:  # the same probabilities /v1/identify ranks by
-        probs = predictor.probabilities(rows, logits)
+        probs = np.stack([d.value.probabilities for d in done])
         tensors[PROBABILITIES] = finite(probs.astype(np.float32))
     outputs = [_tensor(n, tensors[n]) for n in wanted]
     answer = {"model_name": name, "model_version": predictor.version, "outputs": outputs}

@@ -145,3 +145,37 @@ def test_a_card_s_ranking_search_is_what_the_mix_takes(tmp_path: Path) -> None:
     np.testing.assert_allclose(probs, softmax(adapted, 0.1), atol=1e-5)
     for p in v1:
         assert p["similarity"] == pytest.approx(hqi[CLASSES.index(p["label"])], abs=1e-5)
+
+
+def test_a_spectrum_s_probabilities_do_not_depend_on_the_batch_it_rides_in(
+    tmp_path: Path,
+) -> None:
+    """The worker scores each batch at once (the network, then the ranking search over the whole
+    library): a spectrum sent alone and the same spectrum among others in one request (one
+    batch) get the same probabilities, with the card's mix at 0.5 so that both parts count."""
+    calib = Calibration(1.0, 0.0, 0.0, "derivative", 0.5, 0.05, search="adapted")
+    settings = Settings(
+        model_store=rolled_store(tmp_path / "models", calib),
+        default_model=ROLLED,
+        providers=["CPUExecutionProvider"],
+        warmup_batches=1,
+    )
+    spectra = [
+        {"intensities": spectrum_on_grid(c % len(CLASSES), noise=0.05, seed=c)} for c in range(6)
+    ]
+    with TestClient(create_app(settings)) as c:
+        together = c.post("/v1/identify", json={"spectra": spectra, "top_k": 4}).json()["results"]
+        alone = [
+            c.post("/v1/identify", json={"spectra": [s], "top_k": 4}).json()["results"][0]
+            for s in spectra
+        ]
+    assert {r["timings"]["batch_size"] for r in together} == {len(spectra)}
+    for one, batched in zip(alone, together, strict=True):
+        assert one["timings"]["batch_size"] == 1
+        assert [p["label"] for p in one["predictions"]] == [
+            p["label"] for p in batched["predictions"]
+        ]
+        for p, q in zip(one["predictions"], batched["predictions"], strict=True):
+            assert p["probability"] == pytest.approx(q["probability"], abs=1e-6)
+    # the mix is live: the top answer's probability is neither the graph's nor the library's alone
+    assert any(0.05 < r["predictions"][0]["probability"] < 0.95 for r in together)
