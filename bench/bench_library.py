@@ -1,13 +1,13 @@
 """Benchmark: the library searches a model version's answers cost, without the network or HTTP.
 
-    python bench/bench_library.py --model-dir models/rruff-minerals/5 [--model-dir <other>] \
+    python bench/bench_library.py --model-dir models/rruff-minerals/6 [--model-dir <other>] \
         [--repeats 200] [--out bench/results/bench_library.json]
 
-    # the committed results compare v5 with v4 (same network and references, derivative mix),
-    # which lives in git history:
-    mkdir -p /tmp/v4store && git archive b648884 models/rruff-minerals/4 | tar -x -C /tmp/v4store
-    python bench/bench_library.py --model-dir /tmp/v4store/models/rruff-minerals/4 \
-        --model-dir models/rruff-minerals/5
+    # the committed results compare v6 with v5 (same network and references, the mix with the
+    # adapted search alone), which lives in git history:
+    mkdir -p /tmp/v5store && git archive 296b386 models/rruff-minerals/5 | tar -x -C /tmp/v5store
+    python bench/bench_library.py --model-dir /tmp/v5store/models/rruff-minerals/5 \
+        --model-dir models/rruff-minerals/6
 
 Per version, on one BLAS thread as the service runs them (`service/__init__.py`): the time to
 build its `ServedSearch` from `references.npz` (what a model load adds: the adapted search fits its

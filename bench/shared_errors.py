@@ -27,14 +27,23 @@ from bench_accuracy import library_scores
 from mix_rules import load_logits, saved_logits, split_of, write_results
 
 TOP_PAIRS = 15
-COUNTS = ("test", "network_wrong", "library_wrong", "both_wrong", "both_wrong_same_answer")
+COUNTS = (
+    "test",
+    "network_wrong",
+    "library_wrong",
+    "both_wrong",
+    "both_wrong_same_answer",
+    "network_wrong_sample_in_library",
+)
 RATES = ("network_top1", "network_top3", "library_top1", "either_right")
 
 
 def split_errors(
-    y: np.ndarray, net_scores: np.ndarray, lib_scores: np.ndarray
+    y: np.ndarray, net_scores: np.ndarray, lib_scores: np.ndarray, seen_sample: np.ndarray
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Counts of one split's test spectra by who answers them right, and both predictions."""
+    """Counts of one split's test spectra by who answers them right, and both predictions;
+    `seen_sample`: whether another spectrum of each one's RRUFF sample (another laser) is in
+    the library."""
     net, lib = net_scores.argmax(1), lib_scores.argmax(1)
     net_wrong, lib_wrong = net != y, lib != y
     top3 = np.argsort(-net_scores, axis=1)[:, :3]
@@ -44,6 +53,7 @@ def split_errors(
         "library_wrong": int(lib_wrong.sum()),
         "both_wrong": int((net_wrong & lib_wrong).sum()),
         "both_wrong_same_answer": int((net_wrong & lib_wrong & (net == lib)).sum()),
+        "network_wrong_sample_in_library": int((net_wrong & seen_sample).sum()),
         "either_right": float(np.mean(~(net_wrong & lib_wrong))),
         "network_top1": float(np.mean(~net_wrong)),
         "library_top1": float(np.mean(~lib_wrong)),
@@ -74,7 +84,8 @@ def run(dirs: list[Path], network: str, library: str) -> dict[str, Any]:
             logits = load_logits(path, ds, split)["test"]
             y = ds.y[split.test]
             lib_scores = library_scores(ds, split, library, split.test)
-            counts, net, lib = split_errors(y, logits, lib_scores)
+            seen = np.isin(ds.groups[split.test], ds.groups[split.train])
+            counts, net, lib = split_errors(y, logits, lib_scores, seen)
             per_split.append({"subset": subset, "split": kind, "seed": seed, **counts})
             by_kind = confused.setdefault(kind, {"network": Counter(), "library": Counter()})
             for who, pred in (("network", net), ("library", lib)):
@@ -96,8 +107,8 @@ def markdown(result: dict[str, Any]) -> str:
     confused pairs."""
     net, lib = result["network"], result["library"]
     head = (
-        f"| splits | test spectra | {net} wrong | {lib} wrong | both wrong (same answer) "
-        f"| {net} top-1 / top-3 | {lib} top-1 | either right |"
+        f"| splits | test spectra | {net} wrong (its sample in the library) | {lib} wrong "
+        f"| both wrong (same answer) | {net} top-1 / top-3 | {lib} top-1 | either right |"
     )
     out = [f"# Shared errors: {net} and the {lib} search\n", head, "|---" * 8 + "|"]
     for kind in sorted({s["split"] for s in result["splits"]}):
@@ -108,7 +119,7 @@ def markdown(result: dict[str, Any]) -> str:
         cells = [
             f"{kind} {seeds}",
             str(tot["test"]),
-            str(tot["network_wrong"]),
+            f"{tot['network_wrong']} ({tot['network_wrong_sample_in_library']})",
             str(tot["library_wrong"]),
             f"{tot['both_wrong']} ({tot['both_wrong_same_answer']})",
             f"{rate['network_top1']} / {rate['network_top3']}",

@@ -68,6 +68,7 @@ def _metrics_table(m: dict[str, Any]) -> list[str]:
         ("cosine library search", "library_search_test"),
         ("derivative library search", "derivative_search_test"),
         ("adapted library search", "adapted_search_test"),
+        ("adapted + band-position search", "adapted_peaks_search_test"),
     ]
     columns: list[tuple[str, dict[str, Any]]] = [(h, m[k]) for h, k in headings if m.get(k)]
     rows = [

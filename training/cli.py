@@ -5,7 +5,7 @@ raman-train train    --data runs/ds2.npz --out runs/drcnn [--width-div 8] [--spl
 raman-train evaluate --run runs/drcnn
 raman-train export   --run runs/drcnn --store models --name rruff-minerals
 raman-train all      --rruff RRUFF.zip --preset dataset_2 --out runs/drcnn --store models ...
-raman-train recalibrate --base models/rruff-minerals/5 --rruff RRUFF.zip --store models
+raman-train recalibrate --base models/rruff-minerals/6 --rruff RRUFF.zip --store models
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ from training.train import (
 )
 
 SIMILARITY = "derivative"  # the card's similarity metric: the HQI shown and thresholded
-SEARCH = "adapted"  # the card's ranking search, mixed with the network (the best search, docs)
+SEARCH = "adapted_peaks"  # the card's ranking search, mixed with the network (the best, docs)
 # candidate mixes; the network always keeps a share (0.9 added for v3: bench/mix_calibration.py)
 LIBRARY_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 0.9)
 LIB_T_BOUNDS = (1e-4, 10.0)  # similarities differ by hundredths: their temperature is small
@@ -153,6 +153,7 @@ SEARCH_REPORTS = {
     "cosine": "library_search",
     "derivative": "derivative_search",
     "adapted": "adapted_search",
+    "adapted_peaks": "adapted_peaks_search",
 }
 """Searches `evaluate_split` reports (a card may name others too), by their key in its result."""
 

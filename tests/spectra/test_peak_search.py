@@ -43,14 +43,21 @@ def test_band_heights_do_not_change_the_features_and_positions_do() -> None:
     assert f[0] @ f[2] < 0.01  # 10 points apart: five widths of 2 points
 
 
-def test_features_are_built_in_blocks_and_an_empty_batch_is_empty(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_batched_helpers_match_their_definitions() -> None:
+    """convolve_rows is np.convolve(mode="same") per row, window_min the minimum of every k
+    consecutive values; a batch of features is its rows' features, and empty stays empty."""
     rng = np.random.default_rng(0)
-    x = np.stack([band(c) + band(c + 200, 0.5) for c in rng.uniform(20, 380, 9)])
-    whole = peak_features(x)
-    monkeypatch.setattr(library, "PEAK_CHUNK", 4)
-    np.testing.assert_array_equal(peak_features(x), whole)
+    x = rng.normal(size=(5, 40)).astype(np.float32)
+    kernel = library.gaussian_kernel(1.5)
+    want = np.stack([np.convolve(r, kernel, mode="same") for r in x])
+    np.testing.assert_allclose(library.convolve_rows(x, kernel), want, atol=1e-6)
+    for k in (1, 2, 3, 8, 15, 16):
+        mins = np.stack([[r[i : i + k].min() for i in range(len(r) - k + 1)] for r in x])
+        np.testing.assert_array_equal(library.window_min(x, k), mins)
+    spectra = np.stack([band(c) + band(c + 200, 0.5) for c in rng.uniform(20, 380, 6)])
+    whole = peak_features(spectra)
+    for i in range(len(spectra)):
+        np.testing.assert_allclose(peak_features(spectra[i]), whole[i : i + 1], atol=1e-7)
     assert peak_features(np.zeros((0, AXIS.size), dtype=np.float32)).shape == (0, AXIS.size)
 
 

@@ -83,7 +83,7 @@ def test_a_card_ranks_by_its_similarity_metric_unless_it_names_a_search() -> Non
     assert np.isneginf(new_scores.ranking[:, 4]).all()  # a class without references
 
 
-@pytest.mark.parametrize("search", ["cosine", "derivative", "adapted"])
+@pytest.mark.parametrize("search", ["cosine", "derivative", "adapted", "adapted_peaks"])
 def test_scores_of_some_classes_are_the_class_scores_at_them(search: str) -> None:
     """The service computes the HQI of the hits it returns only; that must equal the full
     class-score matrix at those classes, -inf for a class the library lacks."""

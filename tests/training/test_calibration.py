@@ -296,11 +296,11 @@ def test_served_scores_are_the_versions_probabilities_and_no_match_rule() -> Non
     from training.train import predict_logits
 
     _, model, split, calib, refs, (x, _) = _toy_export()
-    assert (calib.similarity, calib.ranking_search) == ("derivative", "adapted")
+    assert (calib.similarity, calib.ranking_search) == ("derivative", "adapted_peaks")
     x_te = x[split.test]
     logits = predict_logits(model, x_te)
     sims = LibrarySearch(refs.spectra, refs.classes, calib.similarity).class_scores(x_te, 4)
-    ranks = make_search(refs.spectra, refs.classes, "adapted").class_scores(x_te, 4)
+    ranks = make_search(refs.spectra, refs.classes, "adapted_peaks").class_scores(x_te, 4)
     assert not np.allclose(sims, ranks)  # two searches: the check below can tell them apart
     scores = card_search_scores(x_te, refs, calib, 4)
     np.testing.assert_allclose(scores.similarity, sims)

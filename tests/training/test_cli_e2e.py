@@ -136,7 +136,7 @@ def test_all_from_a_real_rruff_subset(shared_rruff_zip: Path, tmp_path: Path) ->
     assert second.metrics["split"] == card.metrics["split"]
     assert second.metrics["recalibrated_from"] == "test-minerals/1"
     assert second.architecture == card.architecture
-    assert second.calibration.ranking_search == "adapted"
+    assert second.calibration.ranking_search == "adapted_peaks"
     # its card reproduces it alone: the base's own command (copied from the base's card), then
     # the recalibration
     base_command = reproduce_block(version)
