@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 
@@ -52,12 +53,24 @@ def savgol_coefficients(window: int, order: int, deriv: int = 0) -> np.ndarray:
 def savgol_filter(x: np.ndarray, window: int, order: int, deriv: int = 0) -> np.ndarray:
     """Savitzky-Golay filter along each row of `x` [n, L] (edge values repeated at the ends)."""
     x = np.atleast_2d(np.asarray(x, dtype=np.float32))
-    half = window // 2
-    padded = np.pad(x, ((0, 0), (half, half)), mode="edge")
-    kernel = savgol_coefficients(window, order, deriv)[::-1].astype(np.float32)  # convolve flips
-    # one np.convolve per row: ~10x faster than a strided matrix product for the service's
-    # single spectra, and as fast for a whole library
-    return np.stack([np.convolve(row, kernel, mode="valid") for row in padded])
+    # the weights apply to the points in order: a convolution with them reversed
+    kernel = savgol_coefficients(window, order, deriv)[::-1].astype(np.float32)
+    return convolve_rows(x, kernel, pad="edge")
+
+
+def convolve_rows(
+    x: np.ndarray, kernel: np.ndarray, pad: Literal["constant", "edge"] = "constant"
+) -> np.ndarray:
+    """Each row of `x` [n, L] convolved with the odd-length `kernel`, as
+    `np.convolve(row, kernel, mode="same")`, the ends padded with zeros (`pad="constant"`) or
+    with the edge values (`"edge"`). One weighted sum of shifted copies per kernel weight: on a
+    batch 2-3x faster than a convolution per row, on one spectrum as fast."""
+    half = len(kernel) // 2
+    padded = np.pad(x, ((0, 0), (half, half)), mode=pad)
+    out = np.zeros_like(x)
+    for i, weight in enumerate(kernel[::-1]):
+        out += weight * padded[:, i : i + x.shape[1]]
+    return out
 
 
 def derivative_features(x: np.ndarray, window: int = DERIVATIVE_WINDOW) -> np.ndarray:
@@ -76,18 +89,6 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
     half = int(4 * sigma) + 1
     k = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma) ** 2)
     return (k / k.sum()).astype(np.float32)
-
-
-def convolve_rows(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Each row of `x` convolved with a symmetric odd-length `kernel` (zeros beyond the ends,
-    as `np.convolve(..., mode="same")`), as one weighted sum of shifted copies: for short
-    kernels much faster than a convolution per row on a batch."""
-    half = len(kernel) // 2
-    padded = np.pad(x, ((0, 0), (half, half)))
-    out = np.zeros_like(x)
-    for i, weight in enumerate(kernel):
-        out += weight * padded[:, i : i + x.shape[1]]
-    return out
 
 
 def window_min(x: np.ndarray, k: int) -> np.ndarray:
@@ -275,8 +276,11 @@ class AdaptedSearch(LibrarySearch):
         unit, hub = (
             (self._unit, self._hubness) if rows is None else (self._unit[rows], self._hubness[rows])
         )
-        q = unit_rows(similarity_features(queries, self.metric) @ self._whitening)
-        return q @ unit.T - self.hub_weight * hub
+        return self._whitened(queries) @ unit.T - self.hub_weight * hub
+
+    def _whitened(self, queries: np.ndarray) -> np.ndarray:
+        """Unit rows of the queries' whitened features (what the references' rows are)."""
+        return unit_rows(similarity_features(queries, self.metric) @ self._whitening)
 
 
 @dataclass
@@ -292,8 +296,11 @@ class PeakSearch(AdaptedSearch):
     def __post_init__(self) -> None:
         super().__post_init__()
         # both parts side by side, so that a query's score is one product with the library:
-        # [(1 - w) q_adapted, w q_peaks] . [r_adapted, r_peaks] - (1 - w) * hub penalty
+        # [(1 - w) q_adapted, w q_peaks] . [r_adapted, r_peaks] - (1 - w) * hub penalty;
+        # the adapted rows stay readable as `_unit` (a view, not a second copy)
+        d = self._unit.shape[1]
         self._joint = np.hstack([self._unit, peak_features(self.spectra)])
+        self._unit = self._joint[:, :d]
         self._joint_hub = (1 - self.peak_weight) * self.hub_weight * self._hubness
 
     @property
@@ -308,9 +315,8 @@ class PeakSearch(AdaptedSearch):
             if rows is None
             else (self._joint[rows], self._joint_hub[rows])
         )
-        adapted = unit_rows(similarity_features(queries, self.metric) @ self._whitening)
         w = self.peak_weight
-        q = np.hstack([(1 - w) * adapted, w * peak_features(queries)])
+        q = np.hstack([(1 - w) * self._whitened(queries), w * peak_features(queries)])
         return q @ joint.T - hub
 
 

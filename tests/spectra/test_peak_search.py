@@ -44,13 +44,16 @@ def test_band_heights_do_not_change_the_features_and_positions_do() -> None:
 
 
 def test_the_batched_helpers_match_their_definitions() -> None:
-    """convolve_rows is np.convolve(mode="same") per row, window_min the minimum of every k
-    consecutive values; a batch of features is its rows' features, and empty stays empty."""
+    """convolve_rows is np.convolve per row (zero or edge padding), window_min the minimum of
+    every k consecutive values; a batch of features is its rows' features, empty stays empty."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(5, 40)).astype(np.float32)
     kernel = library.gaussian_kernel(1.5)
     want = np.stack([np.convolve(r, kernel, mode="same") for r in x])
     np.testing.assert_allclose(library.convolve_rows(x, kernel), want, atol=1e-6)
+    skew = np.array([0.5, -1.0, 0.25, 2.0, 0.1], dtype=np.float32)  # not symmetric: order counts
+    edge = np.stack([np.convolve(np.pad(r, 2, mode="edge"), skew, mode="valid") for r in x])
+    np.testing.assert_allclose(library.convolve_rows(x, skew, pad="edge"), edge, atol=1e-5)
     for k in (1, 2, 3, 8, 15, 16):
         mins = np.stack([[r[i : i + k].min() for i in range(len(r) - k + 1)] for r in x])
         np.testing.assert_array_equal(library.window_min(x, k), mins)
